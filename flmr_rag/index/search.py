@@ -1,0 +1,199 @@
+"""Search over an :class:`IndexSnapshot`: exhaustive late interaction, and PLAID's staged pipeline.
+
+Score convention: the late-interaction (MaxSim) score of a query against a document is the sum,
+over the query's token vectors, of the maximum dot product with any token of the document. The
+maximum is the true one (negative similarities count; nothing is clipped at 0). Query rows that
+are all zero are dropped before scoring. Zero-length documents have no maximum and are never
+returned.
+
+PLAID pipeline for one query ``Q`` ``[Lq, dim]`` over centroids ``C`` ``[K, dim]``:
+
+1. ``S = C @ Q.T`` ``[K, Lq]``; the top ``ncells`` centroids of each query token select inverted
+   lists, whose documents are the candidates.
+2. Pruned centroid interaction: each candidate scores ``sum_q max S[code, q]`` over its tokens
+   whose centroid has ``max_q S[code, q] >= centroid_score_threshold``; the best ``ndocs`` stay.
+3. Full centroid interaction (all codes) on those; the best ``max(ndocs // 4, k)`` stay.
+4. Exact late interaction on the survivors' tokens: float16 originals when re-ranking, else the
+   decompressed tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from flmr_rag.index.snapshot import IndexSnapshot
+
+# Exhaustive scoring reads documents in groups of about this many tokens.
+_EXACT_CHUNK_TOKENS = 1 << 16
+
+
+@dataclass(frozen=True)
+class SearchParameters:
+    """PLAID's knobs for one search.
+
+    Attributes:
+        ncells: inverted lists probed per query token (more: higher recall, slower).
+        centroid_score_threshold: centroids whose best query similarity is below this value are
+            ignored by the pruned stage (lower: higher recall, slower).
+        ndocs: candidates kept after the pruned stage; ``max(ndocs // 4, k)`` reach exact scoring.
+    """
+
+    ncells: int
+    centroid_score_threshold: float
+    ndocs: int
+
+
+def default_parameters(k: int) -> SearchParameters:
+    """Return the defaults for ``k``: k <= 10 -> (1, 0.5, 256); k <= 100 -> (2, 0.45, 1024); else (4, 0.4, max(4k, 4096))."""
+    if k <= 10:
+        return SearchParameters(1, 0.5, 256)
+    if k <= 100:
+        return SearchParameters(2, 0.45, 1024)
+    return SearchParameters(4, 0.4, max(4 * k, 4096))
+
+
+def top_k(rows: np.ndarray, scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the ``k`` best ``(rows, scores)`` by descending score, ties by ascending row; -inf scores are dropped."""
+    scores_np = scores.numpy().astype(np.float32, copy=False)
+    finite = np.isfinite(scores_np)
+    rows, scores_np = rows[finite], scores_np[finite]
+    order = np.lexsort((rows, -scores_np))[:k]
+    return rows[order], scores_np[order]
+
+
+def exact_search(snapshot: IndexSnapshot, queries: list[torch.Tensor], k: int, use_originals: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Score every live document against every query exactly; return the top ``k`` rows and scores per query.
+
+    Args:
+        snapshot: the index view.
+        queries: ``[Lq_i, dim]`` float32 tensors without zero rows, each non-empty.
+        k: results per query.
+        use_originals: read float16 originals (exact) instead of decompressing the codes.
+    """
+    if not queries:
+        return []
+    longest = max(query.shape[0] for query in queries)
+    batch = torch.zeros(len(queries), longest, snapshot.dim, dtype=torch.float32)
+    for index, query in enumerate(queries):
+        batch[index, : query.shape[0]] = query
+
+    flat_queries = batch.reshape(-1, snapshot.dim)
+    scores = torch.full((len(queries), snapshot.num_rows), float("-inf"), dtype=torch.float32)
+    live = snapshot.live_mask()
+    row_start = 0
+    for segment in snapshot.segments:
+        segment_rows = np.arange(row_start, row_start + segment.num_documents)
+        row_start += segment.num_documents
+        for rows in _document_chunks(segment_rows, snapshot.doclens):
+            rows = rows[live[rows]]
+            if len(rows) == 0:
+                continue
+            tokens = snapshot.gather_tokens(snapshot.token_rows(rows), exact=use_originals)
+            best = segment_maxima(flat_queries @ tokens.T, snapshot.doclens[rows])
+            scores[:, rows] = torch.from_numpy(best.reshape(len(queries), longest, len(rows)).sum(axis=1))
+
+    all_rows = np.arange(snapshot.num_rows)
+    return [top_k(all_rows, scores[index], k) for index in range(len(queries))]
+
+
+def plaid_search(
+    snapshot: IndexSnapshot,
+    query: torch.Tensor,
+    k: int,
+    parameters: SearchParameters,
+    rerank: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the PLAID pipeline for one query ``[Lq, dim]`` (no zero rows); return the top ``k`` rows and scores."""
+    codec, ivf = snapshot.codec, snapshot.ivf
+    assert codec is not None and ivf is not None
+    centroid_scores = codec.centroids_torch @ query.T
+    centroid_scores_t = np.ascontiguousarray(centroid_scores.T.numpy())
+    live = snapshot.live_mask()
+    wanted = min(k, int(live.sum()))
+
+    # Stage 1: probe more lists while they hold fewer than k live documents.
+    ncells = max(1, parameters.ncells)
+    while True:
+        cells = _probed_cells(centroid_scores, ncells)
+        candidates = np.unique(ivf.lookup(cells))
+        candidates = candidates[live[candidates]]
+        if len(candidates) >= wanted or ncells >= codec.num_centroids:
+            break
+        ncells = min(codec.num_centroids, ncells * 2)
+
+    # Stage 2: pruned centroid interaction.
+    pool = max(parameters.ndocs // 4, k)
+    if len(candidates) > max(parameters.ndocs, pool):
+        keep = (centroid_scores.amax(dim=1) >= parameters.centroid_score_threshold).numpy()
+        approximate = _centroid_interaction(snapshot, candidates, centroid_scores_t, keep)
+        candidates = _best_rows(candidates, approximate, max(parameters.ndocs, pool))
+
+    # Stage 3: full centroid interaction.
+    if len(candidates) > pool:
+        approximate = _centroid_interaction(snapshot, candidates, centroid_scores_t, None)
+        candidates = _best_rows(candidates, approximate, pool)
+
+    # Stage 4: exact late interaction on the survivors.
+    candidates = np.sort(candidates)
+    tokens = snapshot.gather_tokens(snapshot.token_rows(candidates), exact=rerank)
+    scores = segment_maxima(query @ tokens.T, snapshot.doclens[candidates]).sum(axis=0)
+    return top_k(candidates, torch.from_numpy(scores), k)
+
+
+def _probed_cells(centroid_scores: torch.Tensor, ncells: int) -> np.ndarray:
+    if ncells == 1:
+        cells = centroid_scores.argmax(dim=0)
+    else:
+        cells = centroid_scores.topk(min(ncells, centroid_scores.shape[0]), dim=0).indices.flatten()
+    return torch.unique(cells).numpy()
+
+
+def _centroid_interaction(snapshot: IndexSnapshot, doc_rows: np.ndarray, centroid_scores_t: np.ndarray, keep: np.ndarray | None) -> torch.Tensor:
+    """Return ``[len(doc_rows)]`` approximate scores ``sum_q max S[code, q]`` over each document's (kept) codes.
+
+    ``centroid_scores_t`` is ``S.T`` ``[Lq, K]``. A document none of whose codes is kept scores -inf.
+    """
+    codes = snapshot.codes[snapshot.token_rows(doc_rows)]
+    counts = snapshot.doclens[doc_rows]
+    if keep is not None:
+        kept = keep[codes]
+        codes = codes[kept]
+        owners = np.repeat(np.arange(len(doc_rows)), counts)[kept]
+        counts = np.bincount(owners, minlength=len(doc_rows))
+    scores = np.full(len(doc_rows), -np.inf, dtype=np.float32)
+    present = counts > 0
+    if present.any():
+        maxima = segment_maxima(centroid_scores_t[:, codes], counts[present])
+        scores[present] = maxima.sum(axis=0)
+    return torch.from_numpy(scores)
+
+
+def segment_maxima(similarity: torch.Tensor | np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Return ``[R, len(lengths)]`` maxima of ``similarity`` ``[R, sum(lengths)]`` over consecutive column groups.
+
+    Every length must be positive. ``np.maximum.reduceat`` along the contiguous last axis is
+    several times faster on CPU than a scatter-based reduction.
+    """
+    values = similarity.numpy() if isinstance(similarity, torch.Tensor) else similarity
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return np.maximum.reduceat(values, starts, axis=1)
+
+
+def _best_rows(rows: np.ndarray, scores: torch.Tensor, count: int) -> np.ndarray:
+    if len(rows) <= count:
+        return rows
+    return rows[torch.topk(scores, count).indices.numpy()]
+
+
+def _document_chunks(rows: np.ndarray, doclens: np.ndarray) -> list[np.ndarray]:
+    """Split consecutive document rows into groups of about ``_EXACT_CHUNK_TOKENS`` tokens."""
+    if len(rows) == 0:
+        return []
+    ends = np.cumsum(doclens[rows])
+    boundaries = np.searchsorted(ends, np.arange(_EXACT_CHUNK_TOKENS, int(ends[-1]) + 1, _EXACT_CHUNK_TOKENS), side="left") + 1
+    return [chunk for chunk in np.split(rows, np.unique(np.minimum(boundaries, len(rows)))) if len(chunk)]

@@ -1,0 +1,564 @@
+"""FLMRRetriever: an FLMR model, a multi-vector index and a document store behind one API.
+
+An index directory holds::
+
+    flmr_rag.json      the model id or folder and the settings the index was built with
+    index/             the multi-vector index (manifest.json and immutable segments)
+    docstore.sqlite    passages, metadata and image references (SQLite, WAL mode)
+    images/            PNG copies of images that were given as bytes or PIL images
+    model/             the model, when an in-memory model without a folder was given
+
+Example:
+    >>> from flmr_rag import Document, FLMRRetriever
+    >>> with FLMRRetriever.create("kb", model="LinWeizheDragon/PreFLMR_ViT-L") as retriever:
+    ...     retriever.add([Document(id="p1", text="The Eiffel Tower is in Paris.")])
+    ...     results = retriever.search(question="Where is this tower?", image="tower.jpg", k=5)
+
+Adds are written in chunks of ``chunk_size`` documents; each chunk is one commit of the index and
+the docstore (see :mod:`flmr_rag.docstore` for how the two stay in step across a crash). A crash
+or an error during ``add`` keeps the chunks committed before it and drops the chunk in progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from flmr_rag.data.rows import check_image
+from flmr_rag.docstore import DocumentStore, StoredDocument, encode_png
+from flmr_rag.encoding import DEFAULT_INSTRUCTIONS, FLMREncoder, Query, resolve_device, resolve_dtype
+from flmr_rag.progress import progress
+from flmr_rag.types import Document, ImageInput, SearchResult
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "LinWeizheDragon/PreFLMR_ViT-L"
+SETTINGS_FILE = "flmr_rag.json"
+SETTINGS_FORMAT = "flmr-rag-retriever"
+SETTINGS_VERSION = 1
+INDEX_FOLDER = "index"
+DOCSTORE_FILE = "docstore.sqlite"
+IMAGES_FOLDER = "images"
+MODEL_FOLDER = "model"
+
+
+def _is_local_reference(model: str) -> bool:
+    path = Path(model).expanduser()
+    return path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1
+
+
+def check_model_folder(folder: Path) -> None:
+    """Raise ValueError unless ``folder`` holds an FLMR checkpoint (config.json with model_type "flmr")."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder {folder} does not exist; pass a checkpoint folder or a hub id such as {DEFAULT_MODEL}")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ValueError(
+            f"model folder {folder} is not an FLMR checkpoint: it has no config.json; pass a folder written by "
+            f"FLMRModelForRetrieval.save_pretrained or a hub id such as {DEFAULT_MODEL}"
+        )
+    try:
+        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise ValueError(f"model folder {folder} has an unreadable config.json ({error}); it is not an FLMR checkpoint") from error
+    if model_type != "flmr":
+        raise ValueError(
+            f"model folder {folder} is not an FLMR checkpoint: its config.json has model_type {model_type!r}, "
+            f"expected 'flmr'; pass an FLMR or PreFLMR checkpoint such as {DEFAULT_MODEL}"
+        )
+
+
+def _same_model(stored: str, requested: str, index_dir: Path) -> bool:
+    def normal(reference: str) -> str:
+        if reference == MODEL_FOLDER or _is_local_reference(reference):
+            base = index_dir if reference == MODEL_FOLDER else Path.cwd()
+            return str((base / Path(reference).expanduser()).resolve())
+        return reference
+
+    return normal(stored) == normal(requested)
+
+
+def _write_json_atomic(path: Path, value: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".json.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def read_settings(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the settings stored in an index directory.
+
+    Raises:
+        FileNotFoundError: the directory or its settings file is missing.
+        ValueError: the settings file is not valid or has a newer format version.
+    """
+    directory = Path(index_dir)
+    settings_file = directory / SETTINGS_FILE
+    if not directory.is_dir():
+        raise FileNotFoundError(f"index directory {directory} does not exist; create it with FLMRRetriever.create or `flmr-rag index`")
+    if not settings_file.is_file():
+        raise FileNotFoundError(f"{directory} is not an flmr-rag index directory: {SETTINGS_FILE} is missing")
+    try:
+        settings = json.loads(settings_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"index settings {settings_file} are not valid JSON ({error}); restore the file from a backup") from error
+    if not isinstance(settings, dict) or settings.get("format") != SETTINGS_FORMAT:
+        raise ValueError(f"{settings_file} is not an flmr-rag retriever settings file")
+    if int(settings.get("format_version", 0)) > SETTINGS_VERSION:
+        raise ValueError(f"{settings_file} has format version {settings['format_version']}, newer than this flmr-rag reads; upgrade flmr-rag")
+    return settings
+
+
+def _load_model(reference: str, index_dir: Path, device: str | None, dtype: str | None) -> tuple[Any, Any]:
+    """Load the model and its image processor from a stored reference (a folder, "model" or a hub id)."""
+    from flmr_rag.models import FLMRModelForRetrieval, load_image_processor
+    from flmr_rag.models.checkpoint import resolve_checkpoint_folder
+
+    if reference == MODEL_FOLDER:
+        folder = index_dir / MODEL_FOLDER
+    elif _is_local_reference(reference):
+        folder = Path(reference).expanduser()
+    else:
+        folder = resolve_checkpoint_folder(reference)
+    check_model_folder(folder)
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    model = FLMRModelForRetrieval.from_pretrained(str(folder), torch_dtype=torch_dtype)
+    model = model.to(device=torch_device, dtype=torch_dtype).eval()
+    return model, load_image_processor(folder, model.config)
+
+
+def _normalize_instructions(instruction: str | Mapping[str, str] | None) -> dict[str, str] | None:
+    if instruction is None:
+        return None
+    if isinstance(instruction, str):
+        return dict.fromkeys(DEFAULT_INSTRUCTIONS, instruction)
+    unknown = set(instruction) - set(DEFAULT_INSTRUCTIONS)
+    if unknown:
+        raise ValueError(f"unknown query kinds {sorted(unknown)} in instruction; use {sorted(DEFAULT_INSTRUCTIONS)}")
+    return dict(instruction)
+
+
+class FLMRRetriever:
+    """Late-interaction multimodal retrieval over an index directory.
+
+    Build one with :meth:`create` or :meth:`open`, not with the constructor. Searches may run from
+    several threads at once; ``add`` and ``delete`` run one at a time.
+    """
+
+    def __init__(self, index_dir: Path, settings: dict[str, Any], model: Any, image_processor: Any, index: Any) -> None:
+        self.index_dir = index_dir
+        self.settings = settings
+        self.model = model
+        self.encoder = FLMREncoder(
+            model, image_processor, batch_size=int(settings["batch_size"]), instructions=settings.get("instructions")
+        )
+        self._index = index
+        self._store = DocumentStore(index_dir / DOCSTORE_FILE, index_dir / IMAGES_FOLDER)
+        self._write_lock = threading.Lock()
+        self._query_lock = threading.Lock()
+        self._warned_k: set[int] = set()
+        self._closed = False
+        self._store.recover(self._index.contains, self._index.delete)
+
+    # Construction.
+
+    @classmethod
+    def create(
+        cls,
+        index_dir: str | os.PathLike[str],
+        model: Any = DEFAULT_MODEL,
+        device: str | None = None,
+        dtype: str | None = None,
+        nbits: int = 2,
+        batch_size: int = 32,
+        instruction: str | Mapping[str, str] | None = None,
+        chunk_size: int = 4096,
+        image_processor: Any = None,
+        model_path: str | os.PathLike[str] | None = None,
+    ) -> FLMRRetriever:
+        """Create an empty index directory for ``model`` and return its retriever.
+
+        Args:
+            index_dir: a new or empty directory.
+            model: a hub id, a local checkpoint folder, or an ``FLMRModelForRetrieval`` instance.
+                An instance is referenced by ``model_path``, else by its ``name_or_path`` when
+                that is a checkpoint folder, else it is saved into ``index_dir/model/``. A
+                referenced folder must hold the instance's weights, because ``open`` loads them
+                from there.
+            device, dtype: where and how the model runs (default: CUDA with bfloat16 or float16
+                when available, else CPU with float32). Ignored for an instance, which runs
+                where it is.
+            nbits: bits per residual dimension in the index (1, 2, 4 or 8); more is more
+                accurate and larger.
+            batch_size: documents or queries per forward pass.
+            instruction: the query instruction for every query kind (a str), or per kind (a dict
+                with keys ``image_question``, ``image``, ``text``); None keeps
+                :data:`flmr_rag.encoding.DEFAULT_INSTRUCTIONS`.
+            chunk_size: documents per commit during ``add``; bounds the memory of an add.
+            image_processor: the image processor to use with a model instance (default: the
+                one of its folder, else CLIP preprocessing for its image size).
+            model_path: the checkpoint folder of a model instance.
+
+        Raises:
+            FileExistsError: ``index_dir`` already holds an index or other files.
+            FileNotFoundError, ValueError: the model folder is missing or not an FLMR checkpoint.
+        """
+        from flmr_rag.index import MultiVectorIndex
+
+        directory = Path(index_dir)
+        if (directory / SETTINGS_FILE).exists():
+            stored = read_settings(directory).get("model")
+            raise FileExistsError(
+                f"{directory} already holds an index built with model {stored!r}; open it with "
+                "FLMRRetriever.open (or `flmr-rag add`), or choose a new directory"
+            )
+        if directory.exists() and any(directory.iterdir()):
+            raise FileExistsError(f"index directory {directory} is not empty; choose a new or empty directory")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        instructions = _normalize_instructions(instruction)
+
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            if isinstance(model, (str, os.PathLike)):
+                reference = str(model)
+                if _is_local_reference(reference):
+                    check_model_folder(Path(reference).expanduser())
+                    reference = str(Path(reference).expanduser().resolve())
+                loaded, processor = _load_model(reference, directory, device, dtype)
+            else:
+                loaded = model.eval()
+                reference, processor = cls._reference_of_instance(model, directory, image_processor, model_path)
+
+            dim = int(loaded.config.dim)
+            index = MultiVectorIndex.create(directory / INDEX_FOLDER, dim=dim, nbits=nbits)
+            settings = {
+                "format": SETTINGS_FORMAT,
+                "format_version": SETTINGS_VERSION,
+                "model": reference,
+                "dim": dim,
+                "nbits": nbits,
+                "batch_size": batch_size,
+                "chunk_size": chunk_size,
+                "instructions": instructions,
+            }
+            retriever = cls(directory, settings, loaded, processor, index)
+            # The settings file marks the directory as a complete index, so it is written last.
+            _write_json_atomic(directory / SETTINGS_FILE, settings)
+        except BaseException:
+            for name in (INDEX_FOLDER, IMAGES_FOLDER, MODEL_FOLDER):
+                shutil.rmtree(directory / name, ignore_errors=True)
+            for name in (DOCSTORE_FILE, f"{DOCSTORE_FILE}-wal", f"{DOCSTORE_FILE}-shm"):
+                (directory / name).unlink(missing_ok=True)
+            raise
+        logger.info("created index %s for model %s (dim %d, nbits %d)", directory, reference, dim, nbits)
+        return retriever
+
+    @staticmethod
+    def _reference_of_instance(
+        model: Any, directory: Path, image_processor: Any, model_path: str | os.PathLike[str] | None
+    ) -> tuple[str, Any]:
+        from flmr_rag.models import load_image_processor
+
+        if model_path is not None:
+            source = Path(model_path).expanduser()
+            check_model_folder(source)
+        else:
+            source = Path(str(getattr(model, "name_or_path", "") or ""))
+        if str(source) not in ("", ".") and (source / "config.json").is_file():
+            check_model_folder(source)
+            processor = image_processor or load_image_processor(source, model.config)
+            return str(source.resolve()), processor
+
+        target = directory / MODEL_FOLDER
+        model.save_pretrained(str(target))
+        processor = image_processor or load_image_processor(None, model.config)
+        processor.save_pretrained(str(target))
+        logger.info("saved the in-memory model into %s", target)
+        return MODEL_FOLDER, processor
+
+    @classmethod
+    def open(
+        cls,
+        index_dir: str | os.PathLike[str],
+        device: str | None = None,
+        dtype: str | None = None,
+        model: str | os.PathLike[str] | None = None,
+        batch_size: int | None = None,
+    ) -> FLMRRetriever:
+        """Open an existing index directory with the model it was built with.
+
+        Args:
+            model: when given, must name the same model as the index (a check, not an override).
+            batch_size: overrides the stored batch size for this session.
+
+        Raises:
+            FileNotFoundError: the directory is not an index.
+            ValueError: ``model`` differs from the index's model, or the model's dim differs from
+                the index's dim.
+        """
+        from flmr_rag.index import MultiVectorIndex
+
+        directory = Path(index_dir)
+        settings = read_settings(directory)
+        stored = str(settings["model"])
+        if model is not None and not _same_model(stored, str(model), directory):
+            raise ValueError(
+                f"index {directory} was built with model {stored!r}, not {str(model)!r}; "
+                f"open it with --model {stored} (or without --model), or build a new index for the other model"
+            )
+        loaded, processor = _load_model(stored, directory, device, dtype)
+        if int(loaded.config.dim) != int(settings["dim"]):
+            raise ValueError(
+                f"index {directory} has dim {settings['dim']}, but model {stored!r} now produces dim "
+                f"{loaded.config.dim}; rebuild the index with this model"
+            )
+        if batch_size is not None:
+            settings = {**settings, "batch_size": batch_size}
+        index = MultiVectorIndex.open(directory / INDEX_FOLDER)
+        return cls(directory, settings, loaded, processor, index)
+
+    # Writing.
+
+    def add(self, documents: Iterable[Document], show_progress: bool = True) -> list[str]:
+        """Encode and index ``documents`` (a list or any stream); return their ids in order.
+
+        Documents without an id get a random hex id. Images may be paths (stored by absolute
+        path), PIL images or encoded bytes (stored as PNG under ``images/``).
+
+        Raises:
+            ValueError: a document has neither text nor image, an unreadable image, metadata that
+                JSON cannot store, or an id that is already indexed or repeats.
+        """
+        self._check_open()
+        added: list[str] = []
+        iterator = iter(documents)
+        chunk_size = int(self.settings.get("chunk_size", 4096))
+        total = len(documents) if isinstance(documents, Sequence) else None
+        bar_options: dict[str, Any] = {} if show_progress else {"disable": True}
+        with self._write_lock, progress(total=total, unit="doc", desc="encoding documents", **bar_options) as bar:
+            position = 0
+            while chunk := list(itertools.islice(iterator, chunk_size)):
+                added.extend(self._add_chunk(chunk, position, bar))
+                position += len(chunk)
+        return added
+
+    def _add_chunk(self, documents: list[Document], position: int, bar: Any) -> list[str]:
+        rows: list[StoredDocument] = []
+        pngs: dict[int, bytes] = {}
+        for offset, document in enumerate(documents):
+            row, png = self._prepare(document, position + offset)
+            rows.append(row)
+            if png is not None:
+                pngs[offset] = png
+        ids = [row.id for row in rows]
+
+        self._store.stage(rows)
+        try:
+            for png in pngs.values():
+                self._store.save_image(png)
+            embeddings, doclens = self.encoder.encode_documents(
+                [row.text for row in rows], [row.image_path for row in rows], progress_bar=bar
+            )
+            self._index.add(embeddings.numpy(), doclens, ids)
+        except BaseException:
+            held = [doc_id for doc_id in ids if self._index.contains(doc_id)]
+            self._store.commit(held)
+            self._store.discard([doc_id for doc_id in ids if doc_id not in set(held)])
+            raise
+        self._store.commit(ids)
+        return ids
+
+    def _prepare(self, document: Document, position: int) -> tuple[StoredDocument, bytes | None]:
+        if isinstance(document, Mapping):
+            document = Document(**document)
+        if not isinstance(document, Document):
+            raise TypeError(f"document {position} is a {type(document).__name__}; pass flmr_rag.Document objects")
+        doc_id = uuid.uuid4().hex if document.id is None else document.id
+        if isinstance(doc_id, int):
+            doc_id = str(doc_id)
+        if not isinstance(doc_id, str) or not doc_id:
+            raise ValueError(f"document {position} has id {document.id!r}; ids must be non-empty strings")
+        text = document.text or ""
+        if not isinstance(text, str):
+            raise TypeError(f"document {doc_id!r} has text of type {type(text).__name__}; pass a str")
+        if not text.strip() and document.image is None:
+            raise ValueError(f"document {doc_id!r} has neither text nor an image; give it at least one")
+        try:
+            json.dumps(document.metadata)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"document {doc_id!r} has metadata that JSON cannot store ({error}); use str, numbers, lists and dicts") from error
+
+        image_path, png = self._stored_image(document.image, doc_id)
+        return StoredDocument(doc_id, text, dict(document.metadata), image_path), png
+
+    def _stored_image(self, image: ImageInput | None, doc_id: str) -> tuple[str | None, bytes | None]:
+        if image is None:
+            return None, None
+        if isinstance(image, (str, Path)):
+            path = Path(image).expanduser().resolve()
+            try:
+                check_image(path)
+            except ValueError as error:
+                raise ValueError(f"document {doc_id!r}: {error}") from error
+            return str(path), None
+        if isinstance(image, (bytes, bytearray, Image.Image)):
+            try:
+                png = encode_png(image)
+            except ValueError as error:
+                raise ValueError(f"document {doc_id!r}: {error}") from error
+            return str(self._store.images_dir / f"{hashlib.sha256(png).hexdigest()}.png"), png
+        raise TypeError(f"document {doc_id!r} has an image of type {type(image).__name__}; pass a path, PIL image or bytes")
+
+    def delete(self, ids: str | Iterable[str]) -> int:
+        """Remove documents from the index and the docstore; return how many existed (unknown ids are ignored)."""
+        self._check_open()
+        wanted = [ids] if isinstance(ids, str) else list(ids)
+        with self._write_lock:
+            marked = self._store.mark_deleting(wanted)
+            if marked:
+                self._index.delete(marked)
+            self._store.finish_delete(marked)
+        return len(marked)
+
+    # Reading.
+
+    def search(
+        self,
+        question: str | None = None,
+        image: ImageInput | None = None,
+        k: int = 10,
+        instruction: str | None = None,
+        exact: bool = False,
+    ) -> list[SearchResult]:
+        """Return the ``k`` documents with the highest late-interaction score for one query.
+
+        Args:
+            question: the question text (optional when an image is given).
+            image: a path, PIL image or bytes (optional when a question is given).
+            k: how many results; fewer come back when the index holds fewer documents.
+            instruction: overrides the default instruction of this query's kind; "" sends the
+                question alone.
+            exact: score every document exactly instead of using the approximate index search.
+
+        Raises:
+            ValueError: no question and no image, or ``k`` < 1.
+            ImageLoadError: the image is missing or unreadable.
+        """
+        return self.search_batch([{"question": question, "image": image, "instruction": instruction}], k=k, exact=exact)[0]
+
+    def search_batch(
+        self, queries: Sequence[Mapping[str, Any] | Query], k: int = 10, exact: bool = False
+    ) -> list[list[SearchResult]]:
+        """Search several queries, encoded together; each is a dict with ``question``, ``image``
+        and ``instruction`` keys (all optional, but a question or an image is required)."""
+        self._check_open()
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        parsed = [query if isinstance(query, Query) else Query(**dict(query)) for query in queries]
+        if not parsed:
+            return []
+        size = len(self)
+        if size == 0:
+            logger.warning("index %s holds no documents; add some before searching", self.index_dir)
+            return [[] for _ in parsed]
+        if k > size and k not in self._warned_k:
+            self._warned_k.add(k)
+            logger.warning("k=%d is larger than the %d documents in %s; returning all of them", k, size, self.index_dir)
+
+        with self._query_lock:
+            embeddings = self.encoder.encode_queries(parsed)
+        # exact=None lets the index choose exhaustive scoring for small collections.
+        hits = self._index.search(embeddings.numpy(), k=min(k, size), exact=True if exact else None)
+        return [self._results(ids, scores) for ids, scores in hits]
+
+    def _results(self, ids: Sequence[str], scores: Sequence[float]) -> list[SearchResult]:
+        stored = self._store.get_many(list(ids))
+        results: list[SearchResult] = []
+        for doc_id, score in zip(ids, scores):
+            document = stored.get(doc_id)
+            if document is None:
+                # Deleted between the index search and the docstore read.
+                continue
+            results.append(
+                SearchResult(doc_id, float(score), document.text, document.metadata, document.image_path, len(results) + 1)
+            )
+        return results
+
+    def get(self, doc_id: str) -> Document | None:
+        """Return the stored document (its image as the stored path), or None for an unknown id."""
+        self._check_open()
+        stored = self._store.get(doc_id)
+        if stored is None:
+            return None
+        return Document(id=stored.id, text=stored.text, image=stored.image_path, metadata=stored.metadata)
+
+    def ids(self) -> Iterator[str]:
+        """Iterate over the ids of the indexed documents in insertion order."""
+        self._check_open()
+        return iter(self._store.ids())
+
+    def stats(self) -> dict[str, Any]:
+        """Return the settings, the document count and the index statistics."""
+        self._check_open()
+        return {**self.settings, "documents": len(self), "index": self._index.stats()}
+
+    def __len__(self) -> int:
+        self._check_open()
+        return self._store.count()
+
+    def ask(
+        self,
+        question: str | None = None,
+        image: ImageInput | None = None,
+        k: int = 5,
+        generator: Any = None,
+        instruction: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Retrieve ``k`` passages and answer the question with ``generator`` (RA-VQA); see
+        :func:`flmr_rag.generation.answer_question`."""
+        from flmr_rag.generation import answer_question
+
+        return answer_question(self, question=question, image=image, k=k, generator=generator, instruction=instruction, **kwargs)
+
+    # Lifetime.
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the retriever of {self.index_dir} is closed; open it again with FLMRRetriever.open")
+
+    def close(self) -> None:
+        """Close the index and the docstore; calling it twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        self._index.close()
+        self._store.close()
+
+    def __enter__(self) -> FLMRRetriever:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self)} documents"
+        return f"FLMRRetriever({str(self.index_dir)!r}, model={self.settings['model']!r}, {state})"
