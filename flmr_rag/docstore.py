@@ -172,7 +172,7 @@ class DocumentStore:
         with self._lock, self._transaction():
             existing = self._existing_ids(list(seen))
             if existing:
-                first = sorted(existing)[0]
+                first = next(document.id for document in documents if document.id in existing)
                 raise DuplicateIdError(
                     f"document id {first!r} is already in the index ({len(existing)} duplicate ids in this batch); "
                     "delete it first or give the new document another id"

@@ -1,12 +1,6 @@
 """FLMRRetriever: an FLMR model, a multi-vector index and a document store behind one API.
 
-An index directory holds::
-
-    flmr_rag.json      the model id or folder and the settings the index was built with
-    index/             the multi-vector index (manifest.json and immutable segments)
-    docstore.sqlite    passages, metadata and image references (SQLite, WAL mode)
-    images/            PNG copies of images that were given as bytes or PIL images
-    model/             the model, when an in-memory model without a folder was given
+The files of an index directory are described in :mod:`flmr_rag.index_directory`.
 
 Example:
     >>> from flmr_rag import Document, FLMRRetriever
@@ -37,110 +31,27 @@ from PIL import Image
 
 from flmr_rag.data.rows import check_image
 from flmr_rag.docstore import DocumentStore, StoredDocument, encode_png
-from flmr_rag.encoding import DEFAULT_INSTRUCTIONS, FLMREncoder, Query, resolve_device, resolve_dtype
+from flmr_rag.encoding import DEFAULT_INSTRUCTIONS, FLMREncoder, Query
+from flmr_rag.index_directory import (
+    DEFAULT_MODEL,
+    DOCSTORE_FILE,
+    IMAGES_FOLDER,
+    INDEX_FOLDER,
+    MODEL_FOLDER,
+    SETTINGS_FILE,
+    SETTINGS_FORMAT,
+    SETTINGS_VERSION,
+    check_model_folder,
+    is_local_reference,
+    load_model,
+    read_settings,
+    same_model,
+    write_json_atomic,
+)
 from flmr_rag.progress import progress
 from flmr_rag.types import Document, ImageInput, SearchResult
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "LinWeizheDragon/PreFLMR_ViT-L"
-SETTINGS_FILE = "flmr_rag.json"
-SETTINGS_FORMAT = "flmr-rag-retriever"
-SETTINGS_VERSION = 1
-INDEX_FOLDER = "index"
-DOCSTORE_FILE = "docstore.sqlite"
-IMAGES_FOLDER = "images"
-MODEL_FOLDER = "model"
-
-
-def _is_local_reference(model: str) -> bool:
-    path = Path(model).expanduser()
-    return path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1
-
-
-def check_model_folder(folder: Path) -> None:
-    """Raise ValueError unless ``folder`` holds an FLMR checkpoint (config.json with model_type "flmr")."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder {folder} does not exist; pass a checkpoint folder or a hub id such as {DEFAULT_MODEL}")
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise ValueError(
-            f"model folder {folder} is not an FLMR checkpoint: it has no config.json; pass a folder written by "
-            f"FLMRModelForRetrieval.save_pretrained or a hub id such as {DEFAULT_MODEL}"
-        )
-    try:
-        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
-        raise ValueError(f"model folder {folder} has an unreadable config.json ({error}); it is not an FLMR checkpoint") from error
-    if model_type != "flmr":
-        raise ValueError(
-            f"model folder {folder} is not an FLMR checkpoint: its config.json has model_type {model_type!r}, "
-            f"expected 'flmr'; pass an FLMR or PreFLMR checkpoint such as {DEFAULT_MODEL}"
-        )
-
-
-def _same_model(stored: str, requested: str, index_dir: Path) -> bool:
-    def normal(reference: str) -> str:
-        if reference == MODEL_FOLDER or _is_local_reference(reference):
-            base = index_dir if reference == MODEL_FOLDER else Path.cwd()
-            return str((base / Path(reference).expanduser()).resolve())
-        return reference
-
-    return normal(stored) == normal(requested)
-
-
-def _write_json_atomic(path: Path, value: dict[str, Any]) -> None:
-    temporary = path.with_suffix(".json.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def read_settings(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the settings stored in an index directory.
-
-    Raises:
-        FileNotFoundError: the directory or its settings file is missing.
-        ValueError: the settings file is not valid or has a newer format version.
-    """
-    directory = Path(index_dir)
-    settings_file = directory / SETTINGS_FILE
-    if not directory.is_dir():
-        raise FileNotFoundError(f"index directory {directory} does not exist; create it with FLMRRetriever.create or `flmr-rag index`")
-    if not settings_file.is_file():
-        raise FileNotFoundError(f"{directory} is not an flmr-rag index directory: {SETTINGS_FILE} is missing")
-    try:
-        settings = json.loads(settings_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"index settings {settings_file} are not valid JSON ({error}); restore the file from a backup") from error
-    if not isinstance(settings, dict) or settings.get("format") != SETTINGS_FORMAT:
-        raise ValueError(f"{settings_file} is not an flmr-rag retriever settings file")
-    if int(settings.get("format_version", 0)) > SETTINGS_VERSION:
-        raise ValueError(f"{settings_file} has format version {settings['format_version']}, newer than this flmr-rag reads; upgrade flmr-rag")
-    return settings
-
-
-def _load_model(reference: str, index_dir: Path, device: str | None, dtype: str | None) -> tuple[Any, Any]:
-    """Load the model and its image processor from a stored reference (a folder, "model" or a hub id)."""
-    from flmr_rag.models import FLMRModelForRetrieval, load_image_processor
-    from flmr_rag.models.checkpoint import resolve_checkpoint_folder
-
-    if reference == MODEL_FOLDER:
-        folder = index_dir / MODEL_FOLDER
-    elif _is_local_reference(reference):
-        folder = Path(reference).expanduser()
-    else:
-        folder = resolve_checkpoint_folder(reference)
-    check_model_folder(folder)
-
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
-    model = FLMRModelForRetrieval.from_pretrained(str(folder), torch_dtype=torch_dtype)
-    model = model.to(device=torch_device, dtype=torch_dtype).eval()
-    return model, load_image_processor(folder, model.config)
-
 
 def _normalize_instructions(instruction: str | Mapping[str, str] | None) -> dict[str, str] | None:
     if instruction is None:
@@ -164,8 +75,10 @@ class FLMRRetriever:
         self.index_dir = index_dir
         self.settings = settings
         self.model = model
-        self.encoder = FLMREncoder(
-            model, image_processor, batch_size=int(settings["batch_size"]), instructions=settings.get("instructions")
+        self.encoder = (
+            FLMREncoder(model, image_processor, batch_size=int(settings["batch_size"]), instructions=settings.get("instructions"))
+            if model is not None
+            else None
         )
         self._index = index
         self._store = DocumentStore(index_dir / DOCSTORE_FILE, index_dir / IMAGES_FOLDER)
@@ -235,14 +148,15 @@ class FLMRRetriever:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         instructions = _normalize_instructions(instruction)
 
+        existed = directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
         try:
             if isinstance(model, (str, os.PathLike)):
                 reference = str(model)
-                if _is_local_reference(reference):
+                if is_local_reference(reference):
                     check_model_folder(Path(reference).expanduser())
                     reference = str(Path(reference).expanduser().resolve())
-                loaded, processor = _load_model(reference, directory, device, dtype)
+                loaded, processor = load_model(reference, directory, device, dtype)
             else:
                 loaded = model.eval()
                 reference, processor = cls._reference_of_instance(model, directory, image_processor, model_path)
@@ -261,8 +175,11 @@ class FLMRRetriever:
             }
             retriever = cls(directory, settings, loaded, processor, index)
             # The settings file marks the directory as a complete index, so it is written last.
-            _write_json_atomic(directory / SETTINGS_FILE, settings)
+            write_json_atomic(directory / SETTINGS_FILE, settings)
         except BaseException:
+            if not existed:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
             for name in (INDEX_FOLDER, IMAGES_FOLDER, MODEL_FOLDER):
                 shutil.rmtree(directory / name, ignore_errors=True)
             for name in (DOCSTORE_FILE, f"{DOCSTORE_FILE}-wal", f"{DOCSTORE_FILE}-shm"):
@@ -302,12 +219,16 @@ class FLMRRetriever:
         dtype: str | None = None,
         model: str | os.PathLike[str] | None = None,
         batch_size: int | None = None,
+        load_model: bool = True,
     ) -> FLMRRetriever:
         """Open an existing index directory with the model it was built with.
 
         Args:
             model: when given, must name the same model as the index (a check, not an override).
             batch_size: overrides the stored batch size for this session.
+            load_model: False opens without the model (nothing is downloaded or loaded); such a
+                retriever supports ``get``, ``delete``, ``ids``, ``len`` and ``stats`` but not
+                ``add`` or ``search``.
 
         Raises:
             FileNotFoundError: the directory is not an index.
@@ -319,12 +240,14 @@ class FLMRRetriever:
         directory = Path(index_dir)
         settings = read_settings(directory)
         stored = str(settings["model"])
-        if model is not None and not _same_model(stored, str(model), directory):
+        if model is not None and not same_model(stored, str(model), directory):
             raise ValueError(
                 f"index {directory} was built with model {stored!r}, not {str(model)!r}; "
                 f"open it with --model {stored} (or without --model), or build a new index for the other model"
             )
-        loaded, processor = _load_model(stored, directory, device, dtype)
+        if not load_model:
+            return cls(directory, settings, None, None, MultiVectorIndex.open(directory / INDEX_FOLDER))
+        loaded, processor = load_model(stored, directory, device, dtype)
         if int(loaded.config.dim) != int(settings["dim"]):
             raise ValueError(
                 f"index {directory} has dim {settings['dim']}, but model {stored!r} now produces dim "
@@ -348,6 +271,7 @@ class FLMRRetriever:
                 JSON cannot store, or an id that is already indexed or repeats.
         """
         self._check_open()
+        self._require_encoder()
         added: list[str] = []
         iterator = iter(documents)
         chunk_size = int(self.settings.get("chunk_size", 4096))
@@ -374,7 +298,7 @@ class FLMRRetriever:
         try:
             for png in pngs.values():
                 self._store.save_image(png)
-            embeddings, doclens = self.encoder.encode_documents(
+            embeddings, doclens = self._require_encoder().encode_documents(
                 [row.text for row in rows], [row.image_path for row in rows], progress_bar=bar
             )
             self._index.add(embeddings.numpy(), doclens, ids)
@@ -470,6 +394,7 @@ class FLMRRetriever:
         """Search several queries, encoded together; each is a dict with ``question``, ``image``
         and ``instruction`` keys (all optional, but a question or an image is required)."""
         self._check_open()
+        encoder = self._require_encoder()
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         parsed = [query if isinstance(query, Query) else Query(**dict(query)) for query in queries]
@@ -484,7 +409,7 @@ class FLMRRetriever:
             logger.warning("k=%d is larger than the %d documents in %s; returning all of them", k, size, self.index_dir)
 
         with self._query_lock:
-            embeddings = self.encoder.encode_queries(parsed)
+            embeddings = encoder.encode_queries(parsed)
         # exact=None lets the index choose exhaustive scoring for small collections.
         hits = self._index.search(embeddings.numpy(), k=min(k, size), exact=True if exact else None)
         return [self._results(ids, scores) for ids, scores in hits]
@@ -544,6 +469,14 @@ class FLMRRetriever:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"the retriever of {self.index_dir} is closed; open it again with FLMRRetriever.open")
+
+    def _require_encoder(self) -> FLMREncoder:
+        if self.encoder is None:
+            raise RuntimeError(
+                f"the retriever of {self.index_dir} was opened with load_model=False; "
+                "open it with the model to add or search"
+            )
+        return self.encoder
 
     def close(self) -> None:
         """Close the index and the docstore; calling it twice is harmless."""

@@ -12,8 +12,9 @@ def references(matching: str, count: int, other: str = "blue", total: int = 10) 
     return [matching] * count + [other] * (total - count)
 
 
-# m annotators agree with the prediction. Leave-one-out: each of the m matching annotators sees
-# m - 1 matches, each of the 10 - m others sees m; the score is the mean of min(matches / 3, 1).
+# m annotators agree with the prediction. Leaving one annotator out, each of the m matching
+# annotators counts m - 1 matches and each of the 10 - m others counts m. The score is the mean
+# of min(matches / 3, 1).
 # m=1: (1*0 + 9*1/3) / 10 = 0.3; m=2: (2*1/3 + 8*2/3) / 10 = 0.6; m=3: (3*2/3 + 7*1) / 10 = 0.9;
 # m=4: (4*1 + 6*1) / 10 = 1.0.
 @pytest.mark.parametrize(("matching", "expected"), [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (7, 1.0)])
@@ -23,7 +24,7 @@ def test_vqa_score_soft_steps(matching: int, expected: float) -> None:
 
 
 def test_vqa_score_with_five_references() -> None:
-    # Each "red" sees 1 other "red" (1/3); each of the 3 "blue" sees 2 (2/3): (2/3 + 6/3) / 5.
+    # Each "red" counts 1 other "red" (1/3) and each of the 3 "blue" counts 2 (2/3): (2/3 + 6/3) / 5.
     answers = ["red", "red", "blue", "blue", "blue"]
     assert vqa_score("red", answers) == pytest.approx(8 / 15)
 
@@ -107,7 +108,7 @@ def test_process_punctuation_keeps_apostrophes_and_colons() -> None:
     assert process_punctuation("it's 10:30") == "it's 10:30"
 
 
-def test_process_punctuation_period_before_digit_kept_after_digit_dropped() -> None:
+def test_process_punctuation_period_rule() -> None:
     assert process_punctuation("3.5 and 4.") == "3.5 and 4"
 
 

@@ -15,6 +15,7 @@ from flmr_rag.models import (
     FLMRContextEncoderTokenizer,
     FLMRModelForRetrieval,
     FLMRQueryEncoderTokenizer,
+    load_image_processor,
 )
 from flmr_rag.scoring import late_interaction_scores
 
@@ -222,6 +223,22 @@ def test_query_without_separator_logs_warning(model, query_batch, caplog):
     assert "no instruction separator" in caplog.text
 
 
+def test_text_only_model_encodes_without_vision(query_batch, doc_batch):
+    text_model = tiny_model(use_vision_encoder=False, use_transformer_mapping_network=False)
+    with torch.inference_mode():
+        queries = text_model.query(**query_batch).late_interaction_output
+        documents = text_model.doc(**doc_batch).late_interaction_output
+    assert queries.shape == (2, TEXT_LENGTH, 16)
+    assert documents.shape[0] == 4
+    assert text_model.context_vision_encoder is None
+
+
+def test_text_only_model_rejects_pixel_values(query_batch):
+    text_model = tiny_model(use_vision_encoder=False, use_transformer_mapping_network=False)
+    with pytest.raises(ValueError, match="no vision encoder"):
+        text_model.query(**query_batch, pixel_values=pixels(2), concat_output_from_vision_encoder=True)
+
+
 # ----------------------------------------------------------------- doc()
 
 
@@ -370,6 +387,16 @@ def test_load_accepts_context_alias_of_shared_modules(model, saved_folder, tmp_p
     assert torch.equal(loaded.query_vision_projection.model[0].weight, model.query_vision_projection.model[0].weight)
 
 
+def test_load_flmr_v1_context_text_alias(tmp_path):
+    v1_model = flmr_v1_model()
+    v1_model.save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    renamed = {key.replace("query_text_encoder", "context_text_encoder", 1): tensor for key, tensor in state.items()}
+    save_file(renamed, str(tmp_path / "model.safetensors"))
+    loaded = FLMRModelForRetrieval.from_pretrained(tmp_path)
+    assert torch.equal(loaded.query_text_encoder_linear.weight, v1_model.query_text_encoder_linear.weight)
+
+
 def test_load_conflicting_aliases_raises(saved_folder, tmp_path):
     folder = copy_checkpoint(saved_folder, tmp_path / "checkpoint")
     state = load_file(str(folder / "model.safetensors"))
@@ -429,6 +456,29 @@ def test_load_without_tokenizer_folders_given_tokenizers(saved_folder, tmp_path)
     query_tokenizer, _ = tiny_tokenizers()
     loaded = FLMRModelForRetrieval.from_pretrained(folder, query_tokenizer=query_tokenizer)
     assert loaded.query_tokenizer is query_tokenizer
+
+
+def test_saved_config_has_no_remote_code_entry(preflmr_tiny_path, tmp_path):
+    fixture_model = FLMRModelForRetrieval.from_pretrained(preflmr_tiny_path)
+    fixture_model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert "auto_map" not in saved
+    assert saved["transformer_mapping_config_overrides"] == {"hidden_size": 32, "num_attention_heads": 4}
+    assert (tmp_path / "preprocessor_config.json").is_file()
+
+
+def test_image_processor_fallback_when_hub_unreachable(monkeypatch, caplog):
+    from transformers import AutoImageProcessor
+
+    def unreachable(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(AutoImageProcessor, "from_pretrained", unreachable)
+    with caplog.at_level("WARNING", logger="flmr_rag.models.image_processing"):
+        processor = load_image_processor(None, tiny_config())
+    assert processor.crop_size == {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    assert list(processor.image_mean) == [0.48145466, 0.4578275, 0.40821073]
+    assert "using CLIP preprocessing" in caplog.text
 
 
 # ----------------------------------------------------------------- dtypes

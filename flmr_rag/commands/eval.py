@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "eval",
         help="measure retrieval (Recall@K, PRRecall@K) and answers (EM, VQA score) on a dataset",
-        description="Each JSONL row holds question, image (path, relative to the dataset file), answers, "
+        description="Each JSONL row contains question, image (path, relative to the dataset file), answers, "
         "pos_item_ids and an optional instruction.",
     )
     parser.add_argument("index", metavar="DIR", help="the index directory")

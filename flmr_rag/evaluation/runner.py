@@ -130,20 +130,20 @@ def effective_ks(ks: Sequence[int], collection_size: int) -> tuple[list[int], li
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"every K must be a positive integer, got {k!r}")
     if collection_size < 1:
-        raise ValueError("the index holds no documents; add documents before evaluating")
+        raise ValueError("the index contains no documents; add documents before evaluating")
 
-    wanted = sorted(set(ks))
-    kept = [k for k in wanted if k <= collection_size]
-    dropped = [k for k in wanted if k > collection_size]
+    requested = sorted(set(ks))
+    reported = [k for k in requested if k <= collection_size]
+    dropped = [k for k in requested if k > collection_size]
     notes = []
     if dropped:
-        if collection_size not in kept:
-            kept.append(collection_size)
+        if collection_size not in reported:
+            reported.append(collection_size)
         notes.append(
             f"K={', '.join(map(str, dropped))} exceed the {collection_size} documents in the index; "
             f"reported at K={collection_size} instead"
         )
-    return kept, notes
+    return reported, notes
 
 
 def _mean(values: list[float]) -> float | None:
@@ -287,9 +287,9 @@ def format_table(result: dict[str, Any]) -> str:
         generation = f"answers from the top {result.get('generation_k')} passages"
         for name in ("EM", "VQA"):
             value = metrics[name]
-            shown = "-" if value is None else f"{100 * value:.2f}"
+            text = "-" if value is None else f"{100 * value:.2f}"
             label = "VQA score (%)" if name == "VQA" else "EM (%)"
-            lines.append(f"{label:<14}{shown:>7}  ({generation})")
+            lines.append(f"{label:<14}{text:>7}  ({generation})")
 
     lines.extend(f"note: {note}" for note in result["notes"])
     return "\n".join(lines)

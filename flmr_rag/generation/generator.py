@@ -97,7 +97,12 @@ class AnswerGenerator:
         self.batch_size = batch_size
 
         config = model.config
-        self.kind = VISION if getattr(config, "vision_config", None) is not None else SEQ2SEQ if config.is_encoder_decoder else CAUSAL
+        if getattr(config, "vision_config", None) is not None:
+            self.kind = VISION
+        elif config.is_encoder_decoder:
+            self.kind = SEQ2SEQ
+        else:
+            self.kind = CAUSAL
         text_config = config.get_text_config(decoder=True) if self.kind == VISION else config
         self.decoder_only = not getattr(text_config, "is_encoder_decoder", False)
 
@@ -276,8 +281,8 @@ class AnswerGenerator:
     def _decode_batch(self, prompts: list[str], image: Any) -> list[tuple[str, float, list[int]]]:
         """Return (answer text, summed token log-probability, answer token ids) for each prompt."""
         inputs = self._encode(prompts, image)
-        # The input embeddings carry the model's working dtype; some parameters (BLIP-2's Q-Former)
-        # stay in float32 on purpose, so the first parameter's dtype can be the wrong one.
+        # The input embeddings carry the model's working dtype. BLIP-2 keeps its Q-Former in
+        # float32 on purpose, so the first parameter's dtype can be the wrong one.
         dtype = self.model.get_input_embeddings().weight.dtype
         inputs = {
             name: value.to(self.device, dtype=dtype) if value.is_floating_point() else value.to(self.device)

@@ -54,11 +54,11 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 def load_model_and_processor(name: str | os.PathLike[str], dtype: torch.dtype) -> tuple[Any, Any]:
     """Load a generator and its tokenizer or processor from a hub id or a local folder.
 
-    The model class follows the configuration: models listed for image-text-to-text in
+    The model class follows the configuration. Models listed for image-text-to-text in
     transformers (BLIP-2, LLaVA, ...) load with ``AutoModelForImageTextToText`` and
-    ``AutoProcessor``; encoder-decoder models with ``AutoModelForSeq2SeqLM``; the rest with
-    ``AutoModelForCausalLM``. Text models get ``AutoTokenizer``, so a folder with a BERT
-    tokenizer beside a T5 model loads as saved.
+    ``AutoProcessor``. Other encoder-decoder models load with ``AutoModelForSeq2SeqLM`` and the
+    rest with ``AutoModelForCausalLM``. Text models get ``AutoTokenizer``, so a folder with a
+    BERT tokenizer beside a T5 model loads as saved.
 
     Raises:
         FileNotFoundError: ``name`` looks like a local path that does not exist.
@@ -75,10 +75,12 @@ def load_model_and_processor(name: str | os.PathLike[str], dtype: torch.dtype) -
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
     name = str(name)
-    looks_local = name.startswith((".", "/", "~")) or os.sep in name.rstrip(os.sep).split(os.sep, 2)[-1]
-    if looks_local and not Path(name).expanduser().exists():
+    folder = Path(name).expanduser()
+    # A hub id has the form "name" or "owner/name"; anything else is a local path.
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    if looks_local and not folder.exists():
         raise FileNotFoundError(f"generator folder {name} does not exist; pass a folder written by save_pretrained or a hub model id")
-    if Path(name).expanduser().is_dir() and not (Path(name).expanduser() / "config.json").is_file():
+    if folder.is_dir() and not (folder / "config.json").is_file():
         raise FileNotFoundError(f"generator folder {name} has no config.json; pass a folder written by save_pretrained")
 
     config = AutoConfig.from_pretrained(name)

@@ -114,18 +114,23 @@ def plaid_search(
     live = snapshot.live_mask()
     wanted = min(k, int(live.sum()))
 
-    # Stage 1: probe more lists while they hold fewer than k live documents.
-    ncells = max(1, parameters.ncells)
-    while True:
-        cells = _probed_cells(centroid_scores, ncells)
-        candidates = np.unique(ivf.lookup(cells))
-        candidates = candidates[live[candidates]]
-        if len(candidates) >= wanted or ncells >= codec.num_centroids:
-            break
-        ncells = min(codec.num_centroids, ncells * 2)
+    # Stage 1: candidates from the probed lists, probing more while they hold fewer than k live
+    # documents. A collection no larger than the stage-2 budget is taken whole.
+    pool = max(parameters.ndocs // 4, k)
+    live_rows = np.flatnonzero(live)
+    if len(live_rows) <= max(parameters.ndocs, pool):
+        candidates = live_rows
+    else:
+        ncells = max(1, parameters.ncells)
+        while True:
+            cells = _probed_cells(centroid_scores, ncells)
+            candidates = np.unique(ivf.lookup(cells))
+            candidates = candidates[live[candidates]]
+            if len(candidates) >= wanted or ncells >= codec.num_centroids:
+                break
+            ncells = min(codec.num_centroids, ncells * 2)
 
     # Stage 2: pruned centroid interaction.
-    pool = max(parameters.ndocs // 4, k)
     if len(candidates) > max(parameters.ndocs, pool):
         keep = (centroid_scores.amax(dim=1) >= parameters.centroid_score_threshold).numpy()
         approximate = _centroid_interaction(snapshot, candidates, centroid_scores_t, keep)

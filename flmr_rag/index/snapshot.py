@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,11 @@ class IndexSnapshot:
         return all(segment.originals is not None for segment in self.segments)
 
     def live_mask(self) -> np.ndarray:
-        """Return ``[N]`` bool, True for documents that are neither deleted nor empty."""
+        """Return ``[N]`` bool, True for documents that are neither deleted nor empty (cached; do not modify)."""
+        return self._live_mask
+
+    @cached_property
+    def _live_mask(self) -> np.ndarray:
         return ~self.deleted & (self.doclens > 0)
 
     @property

@@ -69,7 +69,7 @@ def resolve_checkpoint_folder(
     if path.exists() or name.count("/") != 1 or name.startswith((".", "/", "~")):
         raise FileNotFoundError(
             f"checkpoint {name!r} is not a folder and not a Hugging Face hub id (owner/name); "
-            "pass the folder that holds config.json and model.safetensors"
+            "pass the folder that contains config.json and model.safetensors"
         )
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -95,7 +95,7 @@ def checkpoint_weight_files(folder: Path) -> list[Path]:
     """Return the safetensors files of a checkpoint folder (one file, or the shards of its index).
 
     Raises:
-        FileNotFoundError: if the folder holds no safetensors weights.
+        FileNotFoundError: if the folder contains no safetensors weights.
     """
     single = folder / WEIGHTS_NAME
     if single.is_file():
@@ -110,7 +110,7 @@ def checkpoint_weight_files(folder: Path) -> list[Path]:
         return [folder / shard for shard in shards]
     pickles = [name for name in ("pytorch_model.bin", "pytorch_model.bin.index.json") if (folder / name).exists()]
     hint = (
-        f" It holds {pickles[0]}, a pickle, which flmr-rag does not load; convert it to safetensors first."
+        f" It contains {pickles[0]}, a pickle, which flmr-rag does not load; convert it to safetensors first."
         if pickles
         else ""
     )

@@ -183,8 +183,6 @@ class FLMRConfig(PretrainedConfig):
     query_mask_input_ids_skip_list: list = field(default_factory=list)
 
     def __post_init__(self, **kwargs: Any) -> None:
-        # Checkpoint files may hold vision_config/text_config as the transformers 4.x config
-        # objects' dict form; anything of another type is rejected by the parent class.
         super().__post_init__(**kwargs)
         if self.use_transformer_mapping_network and self.transformer_mapping_num_hidden_layers is None:
             raise ValueError(

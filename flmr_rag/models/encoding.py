@@ -28,7 +28,7 @@ class ResolvedSwitch:
         return bool(self.per_sample.any()) if self.per_sample is not None else self.enabled
 
 
-def resolve_switch(value: ModalitySwitch, default: bool, batch_size: int, name: str, has_input: bool) -> ResolvedSwitch:
+def resolve_switch(value: ModalitySwitch, default: bool, batch_size: int, name: str) -> ResolvedSwitch:
     """Turn a switch argument into a :class:`ResolvedSwitch`.
 
     Raises:

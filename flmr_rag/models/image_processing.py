@@ -45,10 +45,10 @@ def clip_image_processor(image_size: int) -> Any:
 def load_image_processor(folder_or_id: str | os.PathLike | None, config: FLMRConfig) -> Any:
     """Return the image processor for a checkpoint.
 
-    Order: the folder's ``preprocessor_config.json``; else
-    ``AutoImageProcessor.from_pretrained(config.vision_model_version)`` (the hub, or its cache);
-    else, when that fails (for example offline), a CLIP processor built for
-    ``config.vision_config.image_size`` with CLIP mean and standard deviation, with a warning.
+    The first that works: the folder's ``preprocessor_config.json``, then
+    ``AutoImageProcessor.from_pretrained(config.vision_model_version)`` (the hub, or its cache).
+    When both fail (for example offline), a warning is logged and a CLIP processor is built for
+    ``config.vision_config.image_size`` with CLIP mean and standard deviation.
     """
     if folder_or_id is not None and (Path(folder_or_id) / PREPROCESSOR_CONFIG_NAME).is_file():
         from transformers import CLIPImageProcessorPil

@@ -107,7 +107,7 @@ class FLMRPretrainedIO:
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:  # type: ignore[override]
         """Write ``config.json``, ``model.safetensors`` (written atomically), both tokenizer
-        subfolders when set, and ``preprocessor_config.json`` when the model holds an image processor."""
+        subfolders when set, and ``preprocessor_config.json`` when the model has an image processor."""
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         config = self.config

@@ -5,8 +5,8 @@
 - :class:`FLMRTransformerMappingNetwork`: post-LayerNorm BERT layers whose self-attention over
   the patch tokens is bidirectional (no mask) and whose cross-attention reads the query text
   encoder's hidden states. Parameter names follow transformers' ``BertEncoder``
-  (``layer.N.attention.self.query`` and so on) so the checkpoints load; it is written here
-  because BERT's decoder mode in recent transformers makes the self-attention causal.
+  (``layer.N.attention.self.query`` and so on), so the checkpoints load. The layer is written
+  here because BERT's decoder mode in recent transformers makes the self-attention causal.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class FLMRTransformerMappingNetwork(nn.Module):
         output_hidden_states: bool = False,
     ) -> tuple[torch.Tensor, tuple | None, tuple | None]:
         """Map ``[B, P, H]`` patch states; returns ``(last_hidden_state [B, P, H], hidden_states,
-        attentions)`` where the last two are tuples when requested (attentions holds
+        attentions)`` where the last two are tuples when requested (attentions contains
         ``(self, cross)`` weight pairs per layer)."""
         all_hidden = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None

@@ -2,7 +2,7 @@
 
 Module names are the checkpoints' state-dict prefixes. A module shared by the query and the
 document side (FLMR v1's text encoder, every released vision encoder) is registered once,
-under its ``query_*`` name (the name the checkpoints store); the ``context_*`` name is a
+under its ``query_*`` name (the name the checkpoints store). The ``context_*`` name is a
 read-only property that returns the same module, so ``state_dict()`` has no duplicates.
 """
 
@@ -43,9 +43,9 @@ def l2_normalize(embeddings: torch.Tensor) -> torch.Tensor:
 def _shared_module(query_name: str, context_name: str) -> property:
     def getter(self: nn.Module) -> nn.Module:
         module = self._modules.get(context_name)
-        return module if module is not None else self._modules[query_name]
+        return module if module is not None else self._modules.get(query_name)
 
-    return property(getter, doc=f"The document-side module; the same object as ``{query_name}`` when shared.")
+    return property(getter, doc=f"The document-side module: the same object as ``{query_name}`` when shared, None when absent.")
 
 
 class FLMRModelForRetrieval(FLMRPretrainedIO, PreTrainedModel):
@@ -62,6 +62,8 @@ class FLMRModelForRetrieval(FLMRPretrainedIO, PreTrainedModel):
     base_model_prefix = "flmr"
     _no_split_modules = ["BertLayer", "CLIPEncoderLayer"]
     _keys_to_ignore_on_load_unexpected = [r"cls\."]
+    # Activation checkpointing applies to the BERT encoders (transformers' own layers).
+    supports_gradient_checkpointing = True
 
     context_text_encoder = _shared_module("query_text_encoder", "context_text_encoder")
     context_text_encoder_linear = _shared_module("query_text_encoder_linear", "context_text_encoder_linear")
@@ -173,14 +175,16 @@ class FLMRModelForRetrieval(FLMRPretrainedIO, PreTrainedModel):
 
     # ----------------------------------------------------------------- encoders
 
-    def _encode_images(self, encoder, pixel_values, image_features, batch_size, need_patches, output_attentions, output_hidden_states):
+    def _require_vision_encoder(self) -> None:
+        if not self.config.use_vision_encoder:
+            raise ValueError("this model has no vision encoder (use_vision_encoder=False); pass no pixel_values or image_features")
+
+    def _encode_images(self, encoder, projection, pixel_values, image_features, batch_size, need_patches, output_attentions, output_hidden_states):
         """Return ``(mlp_tokens [B, 32R, dim], patch_states or None, vision_output or None)``."""
         if pixel_values is not None and image_features is not None:
             raise ValueError("pass either pixel_values or image_features, not both")
         vision_output = None
         if pixel_values is not None:
-            if self.config.use_vision_encoder is False:
-                raise ValueError("this model has no vision encoder (use_vision_encoder=False); do not pass pixel_values")
             if pixel_values.dim() == 5:
                 if need_patches:
                     raise ValueError("region-of-interest pixel_values [B, R, C, H, W] are not supported with the transformer mapping network; pass [B, C, H, W]")
@@ -196,12 +200,11 @@ class FLMRModelForRetrieval(FLMRPretrainedIO, PreTrainedModel):
         else:
             if need_patches:
                 raise ValueError(
-                    "image_features holds only the CLS feature, but the transformer mapping network needs the ViT patch "
+                    "image_features contains only the CLS feature, but the transformer mapping network needs the ViT patch "
                     "states; pass pixel_values instead, or switch vision tokens off with concat_output_from_vision_encoder=False"
                 )
             features = image_features.to(self.device, self.dtype).reshape(-1, self.config.vision_config.hidden_size)
-        mlp_tokens = self.query_vision_projection(features) if encoder is self.query_vision_encoder else self.context_vision_projection(features)
-        mlp_tokens = mlp_tokens.view(batch_size, -1, self.config.dim)
+        mlp_tokens = projection(features).view(batch_size, -1, self.config.dim)
         patches = vision_output.hidden_states[-2][:, 1:] if need_patches else None
         return mlp_tokens, patches, vision_output
 
@@ -246,9 +249,9 @@ class FLMRModelForRetrieval(FLMRPretrainedIO, PreTrainedModel):
         """
         batch_size = input_ids.shape[0]
         has_image = pixel_values is not None or image_features is not None
-        text_switch = resolve_switch(concat_output_from_text_encoder, self.config.query_concat_output_from_text_encoder, batch_size, "concat_output_from_text_encoder", True)
+        text_switch = resolve_switch(concat_output_from_text_encoder, self.config.query_concat_output_from_text_encoder, batch_size, "concat_output_from_text_encoder")
         vision_default = self.config.query_concat_output_from_vision_encoder and self.config.use_vision_encoder and has_image
-        vision_switch = resolve_switch(concat_output_from_vision_encoder, vision_default, batch_size, "concat_output_from_vision_encoder", has_image)
+        vision_switch = resolve_switch(concat_output_from_vision_encoder, vision_default, batch_size, "concat_output_from_vision_encoder")
 
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
@@ -263,8 +266,9 @@ class FLMRModelForRetrieval(FLMRPretrainedIO, PreTrainedModel):
         vision_embeddings, vision_output, mapping_states, mapping_attentions = None, None, None, None
         if vision_switch.any_on and has_image:
             need_patches = self.config.use_transformer_mapping_network
+            self._require_vision_encoder()
             vision_embeddings, patches, vision_output = self._encode_images(
-                self.query_vision_encoder, pixel_values, image_features, batch_size, need_patches, output_attentions, output_hidden_states
+                self.query_vision_encoder, self.query_vision_projection, pixel_values, image_features, batch_size, need_patches, output_attentions, output_hidden_states
             )
             if need_patches:
                 mapped, mapping_states, mapping_attentions = self._map_patches(patches, text_states, input_ids, output_attentions, output_hidden_states)
@@ -340,9 +344,9 @@ class FLMRModelForRetrieval(FLMRPretrainedIO, PreTrainedModel):
         """
         batch_size = input_ids.shape[0]
         has_image = pixel_values is not None or image_features is not None
-        text_switch = resolve_switch(concat_output_from_text_encoder, self.config.context_concat_output_from_text_encoder, batch_size, "concat_output_from_text_encoder", True)
+        text_switch = resolve_switch(concat_output_from_text_encoder, self.config.context_concat_output_from_text_encoder, batch_size, "concat_output_from_text_encoder")
         vision_default = self.config.context_concat_output_from_vision_encoder and self.config.use_vision_encoder and has_image
-        vision_switch = resolve_switch(concat_output_from_vision_encoder, vision_default, batch_size, "concat_output_from_vision_encoder", has_image)
+        vision_switch = resolve_switch(concat_output_from_vision_encoder, vision_default, batch_size, "concat_output_from_vision_encoder")
         if vision_switch.any_on and not has_image:
             raise ValueError(
                 "concat_output_from_vision_encoder is True but no pixel_values or image_features were given; "
@@ -360,8 +364,9 @@ class FLMRModelForRetrieval(FLMRPretrainedIO, PreTrainedModel):
 
         vision_embeddings, vision_mask, vision_output = None, None, None
         if vision_switch.any_on:
+            self._require_vision_encoder()
             vision_embeddings, _, vision_output = self._encode_images(
-                self.context_vision_encoder, pixel_values, image_features, batch_size, False, output_attentions, output_hidden_states
+                self.context_vision_encoder, self.context_vision_projection, pixel_values, image_features, batch_size, False, output_attentions, output_hidden_states
             )
             vision_mask = torch.ones(vision_embeddings.shape[:2], dtype=torch.bool, device=self.device)
 

@@ -1,6 +1,6 @@
 """Query and document tokenizers of FLMR / PreFLMR on the transformers 5 BERT tokenizer.
 
-Both put ". " in front of every text so that position 1 holds a placeholder token, then
+Both put ". " in front of every text so that position 1 is a placeholder token, then
 overwrite it with a marker: ``[unused0]`` (id 1, the query marker [Q]) or ``[unused1]``
 (id 2, the document marker [D]). Queries are always padded to ``query_maxlen`` and their
 padding ids become ``[MASK]`` (ColBERT query augmentation: the model encodes and scores

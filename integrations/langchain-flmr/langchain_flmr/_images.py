@@ -13,7 +13,7 @@ from typing import Any, Union
 
 from PIL import Image, UnidentifiedImageError
 
-# What flmr_rag accepts: a path, a PIL image or encoded bytes.
+# An image in a form flmr_rag accepts: a path, a PIL image or encoded bytes.
 LoadedImage = Union[str, Image.Image, bytes]
 
 _BASE64_TEXT = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}\s*$")

@@ -1,8 +1,8 @@
 """create_visual_qa_chain: retrieve passages for a question about an image, then answer it.
 
 The chain is ``retrieve | {answer, sources}``. Retrieval adds ``sources`` (the retriever's
-Documents) to the input; the answer step is either a chat model that receives the image and the
-numbered passages in one message, or an :class:`FLMRAnswerGenerator` (RA-VQA over a local
+Documents) to the input. The generation step is either a chat model that receives the image and
+the numbered passages in one message, or an :class:`FLMRAnswerGenerator` (RA-VQA over a local
 Hugging Face generator).
 """
 
@@ -50,7 +50,7 @@ class _AttachSources(Runnable[dict, dict]):
         question, image = _question_and_image(input)
         if isinstance(self.retriever, FLMRRetriever):
             return {"question": question, "image": image}
-        # Other retrievers take text only; the image still reaches the answer step.
+        # Other retrievers take text only, but the image still reaches the generation step.
         return question
 
     def invoke(self, input: dict, config: Optional[RunnableConfig] = None, **kwargs: Any) -> dict:
@@ -104,10 +104,10 @@ def create_visual_qa_chain(
     Args:
         retriever: an :class:`FLMRRetriever` (retrieves with the question and the image) or any
             other retriever (retrieves with the question only).
-        llm: a chat model that accepts image content blocks, which gets one human message with
-            the image (a standard ``{"type": "image", "base64": ..., "mime_type": ...}`` block)
-            and the prompt; or an :class:`FLMRAnswerGenerator`, which gets the question, the image
-            and the retrieved Documents.
+        llm: a chat model that accepts image content blocks, or an :class:`FLMRAnswerGenerator`.
+            A chat model gets one human message with the image (a standard
+            ``{"type": "image", "base64": ..., "mime_type": ...}`` block) and the prompt. A
+            generator gets the question, the image and the retrieved Documents.
         k: passages per question; the retriever's own ``k`` when None.
         prompt: the text of the message, with ``{context}`` (numbered passages) and ``{question}``.
 

@@ -39,8 +39,9 @@ class FLMRAnswerGenerator(RunnableSerializable[dict, Union[str, dict]]):
     """Answer a question from retrieved passages with an ``flmr_rag`` RA-VQA ``AnswerGenerator``.
 
     Input: a dict with ``question``, optional ``image`` (path, PIL image, bytes or base64 text)
-    and either ``sources`` (the retriever's Documents; their ``metadata["score"]`` becomes the
-    retrieval term of the joint score) or ``passages`` (texts) with optional ``scores``.
+    and either ``sources`` or ``passages``. ``sources`` are the retriever's Documents, and their
+    ``metadata["score"]`` values become the retrieval term of the joint score. ``passages`` are
+    texts with optional ``scores``.
 
     Output: the answer text, or with ``return_details=True`` the ``Answer.to_dict()`` dict
     (answer, supporting passage and every candidate with its scores).
@@ -91,7 +92,7 @@ class FLMRAnswerGenerator(RunnableSerializable[dict, Union[str, dict]]):
         return answer.to_dict() if self.return_details else answer.answer
 
     def invoke(self, input: dict[str, Any], config: Optional[RunnableConfig] = None, **kwargs: Any) -> Union[str, dict]:
-        """Generate the answer for one input dict."""
+        """Generate the final answer for one input dict."""
         return self._call_with_config(self._answer, input, config)
 
     async def ainvoke(self, input: dict[str, Any], config: Optional[RunnableConfig] = None, **kwargs: Any) -> Union[str, dict]:

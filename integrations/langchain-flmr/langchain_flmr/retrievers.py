@@ -74,7 +74,7 @@ class FLMRRetriever(BaseRetriever):
     queries in one model call; ``ainvoke`` runs the model in a worker thread.
 
     Results are ``Document(id=<passage id>, page_content=<passage text>, metadata=...)`` whose
-    metadata holds the passage's own metadata plus ``score`` (late-interaction score, higher is
+    metadata contains the passage's own metadata plus ``score`` (late-interaction score, higher is
     better), ``rank`` (1-based) and ``image_path`` (None for text passages), best first.
 
     Traces record the question text as the retriever input; a dict query's image is passed

@@ -72,4 +72,4 @@ def t5_answer_generator(preflmr_tiny_path: Path) -> AnswerGenerator:
         vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
         decoder_start_token_id=0, eos_token_id=tokenizer.sep_token_id, pad_token_id=0,
     )  # fmt: skip
-    return AnswerGenerator(T5ForConditionalGeneration(config), tokenizer, num_beams=2, max_new_tokens=4)
+    return AnswerGenerator(T5ForConditionalGeneration(config), tokenizer, num_beams=1, max_new_tokens=3)

