@@ -16,8 +16,9 @@ dropped, and a deleting row is deleted from the index (again, if needed) and the
 after recovery the committed rows and the live index ids are the same set.
 
 Images given as bytes or PIL images are stored as PNG files named by the SHA-256 of their
-encoded bytes under ``<index dir>/images/``; images given as paths are referenced by absolute
-path and never copied or removed.
+encoded bytes under ``<index dir>/images/``, and the table refers to them relative to the index
+directory, so the directory can be moved. Images given as paths are referenced by absolute path
+and never copied or removed. Rows read back always carry absolute paths.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class DuplicateIdError(ValueError):
 
 @dataclass
 class StoredDocument:
-    """One docstore row: the passage text, JSON metadata and the stored image path (or None)."""
+    """One docstore row: the passage text, JSON metadata and the absolute image path (or None)."""
 
     id: str
     text: str
@@ -109,6 +110,7 @@ class DocumentStore:
     def __init__(self, path: str | os.PathLike[str], images_dir: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.images_dir = Path(images_dir)
+        self._root = self.images_dir.parent
         self._lock = threading.RLock()
         self._connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._connection.execute("PRAGMA journal_mode=WAL")
@@ -165,7 +167,7 @@ class DocumentStore:
                 raise DuplicateIdError(f"duplicate document id {document.id!r} in one batch; ids must be unique")
             seen.add(document.id)
         rows = [
-            (document.id, document.text, json.dumps(document.metadata, ensure_ascii=False), document.image_path)
+            (document.id, document.text, json.dumps(document.metadata, ensure_ascii=False), self._to_stored(document.image_path))
             for document in documents
         ]
 
@@ -239,10 +241,24 @@ class DocumentStore:
                     marks = ",".join("?" * len(chunk))
                     self._connection.execute(f"DELETE FROM documents WHERE state = ? AND id IN ({marks})", [state, *chunk])
 
-    def _remove_image_if_unused(self, image_path: str, dropped_ids: set[str]) -> None:
+    def _to_stored(self, image_path: str | None) -> str | None:
+        """Return the table value of an image path: relative for files in ``images_dir``."""
+        if image_path is None:
+            return None
         path = Path(image_path)
-        if path.parent.resolve() != self.images_dir.resolve():
+        if path.is_absolute() and path.parent.resolve() == self.images_dir.resolve():
+            return f"{self.images_dir.name}/{path.name}"
+        return image_path
+
+    def _from_stored(self, value: str | None) -> str | None:
+        if value is None or Path(value).is_absolute():
+            return value
+        return str(self._root / value)
+
+    def _remove_image_if_unused(self, image_path: str, dropped_ids: set[str]) -> None:
+        if Path(image_path).is_absolute():
             return
+        path = self._root / image_path
         users = self._connection.execute("SELECT id FROM documents WHERE image_path = ?", (image_path,)).fetchall()
         if all(row[0] in dropped_ids for row in users):
             path.unlink(missing_ok=True)
@@ -302,7 +318,7 @@ class DocumentStore:
                     chunk,
                 ).fetchall()
                 for doc_id, text, metadata, image_path in rows:
-                    found[doc_id] = StoredDocument(doc_id, text, json.loads(metadata), image_path)
+                    found[doc_id] = StoredDocument(doc_id, text, json.loads(metadata), self._from_stored(image_path))
         return found
 
     def contains(self, doc_id: str) -> bool:

@@ -17,8 +17,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flmr_rag.encoding import resolve_device, resolve_dtype
-
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "LinWeizheDragon/PreFLMR_ViT-L"
@@ -100,8 +98,9 @@ def read_settings(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return settings
 
 
-def load_model(reference: str, index_dir: Path, device: str | None, dtype: str | None) -> tuple[Any, Any]:
+def load_model_and_processor(reference: str, index_dir: Path, device: str | None, dtype: str | None) -> tuple[Any, Any]:
     """Load the model and its image processor from a stored reference (a folder, "model" or a hub id)."""
+    from flmr_rag.encoding import resolve_device, resolve_dtype
     from flmr_rag.models import FLMRModelForRetrieval, load_image_processor
     from flmr_rag.models.checkpoint import resolve_checkpoint_folder
 

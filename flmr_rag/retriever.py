@@ -43,7 +43,7 @@ from flmr_rag.index_directory import (
     SETTINGS_VERSION,
     check_model_folder,
     is_local_reference,
-    load_model,
+    load_model_and_processor,
     read_settings,
     same_model,
     write_json_atomic,
@@ -156,7 +156,7 @@ class FLMRRetriever:
                 if is_local_reference(reference):
                     check_model_folder(Path(reference).expanduser())
                     reference = str(Path(reference).expanduser().resolve())
-                loaded, processor = load_model(reference, directory, device, dtype)
+                loaded, processor = load_model_and_processor(reference, directory, device, dtype)
             else:
                 loaded = model.eval()
                 reference, processor = cls._reference_of_instance(model, directory, image_processor, model_path)
@@ -247,7 +247,7 @@ class FLMRRetriever:
             )
         if not load_model:
             return cls(directory, settings, None, None, MultiVectorIndex.open(directory / INDEX_FOLDER))
-        loaded, processor = load_model(stored, directory, device, dtype)
+        loaded, processor = load_model_and_processor(stored, directory, device, dtype)
         if int(loaded.config.dim) != int(settings["dim"]):
             raise ValueError(
                 f"index {directory} has dim {settings['dim']}, but model {stored!r} now produces dim "

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     BertTokenizer,
     Blip2Config,
@@ -15,6 +16,7 @@ from transformers import (
     Blip2Processor,
     GPT2Config,
     GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
     T5Config,
     T5ForConditionalGeneration,
 )
@@ -85,6 +87,24 @@ def blip2_generator() -> AnswerGenerator:
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
     )  # fmt: skip
     return AnswerGenerator(Blip2ForConditionalGeneration(config), processor, num_beams=2, max_new_tokens=5)
+
+
+def build_blip2_opt() -> AnswerGenerator:
+    tokenizer = BertTokenizer.from_pretrained(str(VOCAB_FOLDER))
+    processor = Blip2Processor(BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer, num_query_tokens=4)
+    torch.manual_seed(6)
+    config = Blip2Config(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+                       "image_size": 32, "patch_size": 8},
+        qformer_config={"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 1,
+                        "num_attention_heads": 4, "intermediate_size": 64, "encoder_hidden_size": 32},
+        text_config={"model_type": "opt", "vocab_size": len(tokenizer), "hidden_size": 32, "ffn_dim": 64,
+                     "num_hidden_layers": 1, "num_attention_heads": 4, "word_embed_proj_dim": 32,
+                     "max_position_embeddings": 256, "bos_token_id": 101, "eos_token_id": SEP_ID, "pad_token_id": 0},
+        num_query_tokens=4,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    )  # fmt: skip
+    return AnswerGenerator(Blip2ForConditionalGeneration(config), processor, num_beams=2, max_new_tokens=4)
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +180,16 @@ def test_t5_joint_choice_matches_recomputed_scores(t5_generator: AnswerGenerator
     assert best != max(range(len(uniform.candidates)), key=lambda index: uniform.candidates[index].generation_score)
 
 
+def test_t5_greedy_scores_match_teacher_forcing(t5_generator: AnswerGenerator, bert_tokenizer: BertTokenizer) -> None:
+    greedy = AnswerGenerator(t5_generator.model, bert_tokenizer, num_beams=1, max_new_tokens=6)
+    candidate = greedy.generate(QUESTION, PASSAGES[:1]).candidates[0]
+
+    prompt = greedy.prompt_template.format(QUESTION, passage=PASSAGES[0])
+    expected = teacher_forced_log_prob_seq2seq(greedy, prompt, candidate.token_ids)
+
+    assert candidate.generation_log_prob == pytest.approx(expected, abs=1e-4)
+
+
 def test_t5_candidate_scores_are_consistent(t5_generator: AnswerGenerator) -> None:
     answer = t5_generator.generate(QUESTION, PASSAGES[:3], retrieval_scores=[2.0, 1.0, 0.5], passage_ids=["a", "b", "c"])
 
@@ -233,6 +263,25 @@ def test_gpt2_batch_matches_one_at_a_time(gpt2_generator: AnswerGenerator) -> No
         assert single.generation_log_prob == pytest.approx(batched.candidates[index].generation_log_prob, abs=1e-4)
 
 
+def test_causal_tokenizer_without_pad_token() -> None:
+    words = ["<eos>", "question:", "knowledge:", "answer:", "what", "colour", "red", "blue", "sky", "is", "the"]
+    word_level = Tokenizer(models.WordLevel({word: index for index, word in enumerate(words)}, unk_token="<eos>"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level, eos_token="<eos>")
+    torch.manual_seed(5)
+    config = GPT2Config(vocab_size=len(words), n_positions=64, n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)
+    generator = AnswerGenerator(GPT2LMHeadModel(config), tokenizer, num_beams=2, max_new_tokens=3)
+
+    batched = generator.generate("what colour is the sky", ["the sky is blue", "red"])
+    single = generator.generate("what colour is the sky", ["red"]).candidates[0]
+
+    assert tokenizer.pad_token_id == 0
+    assert batched.candidates[1].token_ids == single.token_ids
+    assert generator.max_input_length == 64 - 3
+    long_passage = generator.generate("what colour is the sky", ["the sky is blue " * 40]).candidates[0]
+    assert 1 <= long_passage.num_tokens <= 3
+
+
 def test_gpt2_uses_left_padding(gpt2_generator: AnswerGenerator) -> None:
     assert gpt2_generator.tokenizer.padding_side == "left"
 
@@ -243,6 +292,18 @@ def test_blip2_batch_matches_one_at_a_time(blip2_generator: AnswerGenerator, que
     for index, passage in enumerate(PASSAGES[:3]):
         single = blip2_generator.generate(QUESTION, [passage], image=query_image).candidates[0]
         assert single.answer == batched.candidates[index].answer
+        assert single.generation_log_prob == pytest.approx(batched.candidates[index].generation_log_prob, abs=1e-4)
+
+
+def test_blip2_opt_batch_matches_one_at_a_time(bert_tokenizer: BertTokenizer, query_image: Image.Image) -> None:
+    generator = build_blip2_opt()
+    passages = [PASSAGES[0], "red"]
+    batched = generator.generate(QUESTION, passages, image=query_image)
+
+    assert generator.decoder_only
+    for index, passage in enumerate(passages):
+        single = generator.generate(QUESTION, [passage], image=query_image).candidates[0]
+        assert single.token_ids == batched.candidates[index].token_ids
         assert single.generation_log_prob == pytest.approx(batched.candidates[index].generation_log_prob, abs=1e-4)
 
 

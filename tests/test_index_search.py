@@ -176,7 +176,7 @@ def test_query_with_wrong_dim_is_rejected(tmp_path: Path) -> None:
 
 
 def test_default_parameters_follow_k() -> None:
-    assert [tuple(vars(default_parameters(k)).values()) for k in (10, 100, 1000)] == [(1, 0.5, 256), (2, 0.45, 1024), (4, 0.4, 4096)]
+    assert [tuple(vars(default_parameters(k)).values()) for k in (10, 100, 1000)] == [(1, 0.5, 512), (2, 0.45, 1024), (4, 0.4, 4096)]
 
 
 def test_concurrent_searches_match_sequential(tmp_path: Path) -> None:

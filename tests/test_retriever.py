@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -39,10 +40,19 @@ def corpus(images: list[Path]) -> list[Document]:
     ]
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory, preflmr_tiny_path: Path, corpus: list[Document]) -> Path:
+    """An index directory over ``corpus``, built once and copied for each test that changes it."""
+    directory = tmp_path_factory.mktemp("template") / "kb"
+    with FLMRRetriever.create(directory, model=preflmr_tiny_path, batch_size=4) as created:
+        created.add(corpus, show_progress=False)
+    return directory
+
+
 @pytest.fixture
-def retriever(tmp_path: Path, preflmr_tiny_path: Path, corpus: list[Document]) -> FLMRRetriever:
-    with FLMRRetriever.create(tmp_path / "kb", model=preflmr_tiny_path, batch_size=4) as opened:
-        opened.add(corpus, show_progress=False)
+def retriever(tmp_path: Path, template: Path) -> FLMRRetriever:
+    shutil.copytree(template, tmp_path / "kb")
+    with FLMRRetriever.open(tmp_path / "kb") as opened:
         yield opened
 
 
@@ -181,6 +191,12 @@ def test_pil_and_bytes_images_are_stored_as_png(shared: FLMRRetriever) -> None:
         stored = Path(shared.get(doc_id).image)
         assert stored.parent == shared.index_dir / "images"
         assert stored.read_bytes().startswith(b"\x89PNG")
+
+
+def test_copied_index_finds_its_stored_images(retriever: FLMRRetriever) -> None:
+    stored = Path(retriever.get("green").image)
+    assert stored.parent == retriever.index_dir / "images"
+    assert stored.is_file()
 
 
 def test_delete_then_reopen(retriever: FLMRRetriever, preflmr_tiny_path: Path) -> None:
@@ -403,8 +419,6 @@ def test_docstore_file_is_wal(shared: FLMRRetriever) -> None:
 
 
 def _write_mixed_corpus(folder: Path, images: list[Path], format_name: str) -> Path:
-    import shutil
-
     (folder / "pictures").mkdir(parents=True)
     for image in images[:3]:
         shutil.copy(image, folder / "pictures" / image.name)

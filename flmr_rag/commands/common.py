@@ -71,7 +71,7 @@ def read_corpus_argument(args: argparse.Namespace) -> Any:
 
 def require_index_dir(path: str) -> Path:
     """Return ``path`` after checking that it holds an index; otherwise raise a usage error."""
-    from flmr_rag.retriever import SETTINGS_FILE
+    from flmr_rag.index_directory import SETTINGS_FILE
 
     directory = Path(path)
     if not (directory / SETTINGS_FILE).is_file():

@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16, help="queries encoded together (default: 16)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N rows")
     parser.add_argument("--exact", action="store_true", help="score every document exactly instead of the approximate search")
+    parser.add_argument("--selection", choices=("joint", "majority"), default="joint", help="how to choose each final answer (default: joint)")
+    parser.add_argument("--sum-log-probs", action="store_true", help="score answers by summed instead of mean token log-probability")
     parser.add_argument("--num-beams", type=int, default=5, help="beam search width per passage (default: 5)")
     parser.add_argument("--max-new-tokens", type=int, default=10, help="maximum answer length in tokens (default: 10)")
     parser.add_argument("--device", help="device for the models, e.g. cpu or cuda (default: CUDA when available)")
@@ -70,7 +72,13 @@ def run(args: argparse.Namespace) -> int:
         from flmr_rag.generation import AnswerGenerator
 
         generator = AnswerGenerator.from_pretrained(
-            args.generator, device=args.device, dtype=args.dtype, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens
+            args.generator,
+            device=args.device,
+            dtype=args.dtype,
+            num_beams=args.num_beams,
+            max_new_tokens=args.max_new_tokens,
+            length_normalize=not args.sum_log_probs,
+            selection=args.selection,
         )
 
     with FLMRRetriever.open(args.index, device=args.device, dtype=args.dtype) as retriever:

@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flmr_rag.retriever import SETTINGS_FILE, FLMRRetriever
+    from flmr_rag.index_directory import SETTINGS_FILE
 
     directory = Path(args.index)
     if (directory / SETTINGS_FILE).exists():
@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--index {directory} is not an empty directory; choose a new path")
     existed = directory.exists()
     documents = read_corpus_argument(args)
+
+    from flmr_rag.retriever import FLMRRetriever
 
     started = time.perf_counter()
     retriever = FLMRRetriever.create(

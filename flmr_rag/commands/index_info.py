@@ -20,7 +20,7 @@ def describe_index(path: str | Path) -> dict[str, Any]:
     """
     from flmr_rag.docstore import DocumentStore
     from flmr_rag.index import MultiVectorIndex
-    from flmr_rag.retriever import DOCSTORE_FILE, IMAGES_FOLDER, INDEX_FOLDER, read_settings
+    from flmr_rag.index_directory import DOCSTORE_FILE, IMAGES_FOLDER, INDEX_FOLDER, read_settings
 
     directory = Path(path)
     settings = read_settings(directory)

@@ -33,8 +33,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flmr_rag.retriever import FLMRRetriever
-
     if args.question is None and args.image is None:
         raise UsageError("give --question TEXT, --image PATH, or both")
     if args.k < 1:
@@ -42,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if args.image is not None and not Path(args.image).is_file():
         raise UsageError(f"--image {args.image} does not exist; check the path")
     directory = require_index_dir(args.index)
+
+    from flmr_rag.retriever import FLMRRetriever
 
     with FLMRRetriever.open(directory, device=args.device, dtype=args.dtype, batch_size=args.batch_size) as retriever:
         results = retriever.search(question=args.question, image=args.image, k=args.k, instruction=args.instruction, exact=args.exact)

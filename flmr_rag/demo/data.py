@@ -97,13 +97,19 @@ def load_split(name: str, max_questions: int | None = None, seed: int = 0) -> Ea
         paths = easy_vqa.get_test_image_paths()
     questions = [Question(text, answer, int(image_id)) for text, answer, image_id in zip(texts, answers, image_ids)]
 
-    if max_questions is not None and max_questions < len(questions):
+    used_ids = set(image_ids) if max_questions is None or max_questions >= len(questions) else None
+    if used_ids is None:
         order = np.random.default_rng(seed).permutation(len(questions))[:max_questions]
-        questions = [questions[index] for index in sorted(order)]
-    used_ids = {question.image_id for question in questions}
-    split = EasyVQASplit(name, questions, {image_id: Path(paths[image_id]) for image_id in sorted(used_ids)})
+        sample = [questions[index] for index in sorted(order)]
+        used_ids = {question.image_id for question in sample}
+    else:
+        sample = questions
+    image_paths = {int(image_id): Path(paths[image_id]) for image_id in sorted(used_ids)}
 
-    split.kinds, split.pixel_labelled = label_image_kinds(split.questions, split.image_paths)
+    # Every question of an image carries evidence about its kind, sampled or not.
+    evidence = [question for question in questions if question.image_id in used_ids]
+    kinds, pixel_labelled = label_image_kinds(evidence, image_paths)
+    split = EasyVQASplit(name, sample, image_paths, kinds, pixel_labelled)
     logger.info(
         "easy-vqa %s: %d questions on %d images (%d kinds completed from pixels)",
         name, len(split.questions), len(split.image_paths), split.pixel_labelled,

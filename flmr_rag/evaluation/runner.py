@@ -226,6 +226,8 @@ def evaluate(
         metrics["VQA"] = _mean([prediction["vqa_score"] for prediction in scored])
         result["generation_k"] = min(generation_k, collection_size)
         result["predictions"] = predictions
+
+    logger.info("evaluated %d queries against %d documents: %s", len(examples), collection_size, metrics)
     return result
 
 

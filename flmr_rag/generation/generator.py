@@ -58,7 +58,8 @@ class AnswerGenerator:
         length_normalize: True scores an answer by its mean token log-probability, False by the sum.
         selection: "joint" (best log p(passage | query) + generation score) or "majority".
         batch_size: prompts decoded together; memory grows with it, the answers do not change.
-        max_input_length: prompts longer than this many tokens are truncated; None uses the
+        max_input_length: prompts longer than this many tokens are truncated (on the right for
+            encoder-decoder models, on the left for decoder-only ones); None uses the
             tokenizer's limit, capped at 512.
         device: where to run; None keeps the model where it is.
     """
@@ -106,11 +107,18 @@ class AnswerGenerator:
         text_config = config.get_text_config(decoder=True) if self.kind == VISION else config
         self.decoder_only = not getattr(text_config, "is_encoder_decoder", False)
 
-        limit = getattr(self.tokenizer, "model_max_length", None) or 512
-        self.max_input_length = max_input_length or min(int(limit), 512)
+        limit = min(int(getattr(self.tokenizer, "model_max_length", None) or 512), 512)
+        positions = getattr(text_config, "max_position_embeddings", None) or getattr(text_config, "n_positions", None)
+        if self.decoder_only and positions:
+            # Prompt and answer share the position embeddings of a decoder-only model.
+            limit = min(limit, int(positions) - max_new_tokens)
+        self.max_input_length = max_input_length or limit
         self._set_special_token_ids(text_config)
         if self.decoder_only:
+            # The answer continues the prompt's last token, so padding and truncation both go on
+            # the left. NOTE: an over-long prompt then loses its start (the question) first.
             self.tokenizer.padding_side = "left"
+            self.tokenizer.truncation_side = "left"
 
     @classmethod
     def from_pretrained(

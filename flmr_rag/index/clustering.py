@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import faiss
 import numpy as np
@@ -41,7 +43,7 @@ def sample_training_rows(num_tokens: int, num_centroids: int, seed: int) -> tupl
     """Choose token rows for k-means and for fitting the buckets.
 
     Returns:
-        ``(train_rows, heldout_rows)``, both sorted int64. k-means gets up to 256 tokens per
+        ``(train_rows, heldout_rows)``, both sorted int64. k-means gets up to 64 tokens per
         centroid; the held-out rows (up to 50,000) come from the remaining tokens, or from all
         tokens when k-means uses every one of them.
     """
@@ -101,21 +103,37 @@ def hierarchical_kmeans(sample: np.ndarray, num_centroids: int, niter: int, seed
     makes tens of thousands of centroids trainable on a CPU.
     """
     num_groups = 2 ** round(math.log2(math.sqrt(num_centroids)))
-    coarse = flat_kmeans(sample, num_groups, niter, seed)
-    index = faiss.IndexFlatL2(sample.shape[1])
-    index.add(coarse)
-    _, assignment = index.search(sample, 1)
-    assignment = assignment[:, 0]
-    sizes = np.bincount(assignment, minlength=num_groups)
-    shares = _allocate(sizes, num_centroids)
+    with single_faiss_thread():
+        coarse = flat_kmeans(sample, num_groups, niter, seed)
+        index = faiss.IndexFlatL2(sample.shape[1])
+        index.add(coarse)
+        _, assignment = index.search(sample, 1)
+        assignment = assignment[:, 0]
+        sizes = np.bincount(assignment, minlength=num_groups)
+        shares = _allocate(sizes, num_centroids)
 
-    order = np.argsort(assignment, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    parts = []
-    for group in np.flatnonzero(shares):
-        members = sample[order[bounds[group] : bounds[group + 1]]]
-        parts.append(flat_kmeans(members, int(shares[group]), niter, seed + int(group)))
+        order = np.argsort(assignment, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        parts = []
+        for group in np.flatnonzero(shares):
+            members = sample[order[bounds[group] : bounds[group + 1]]]
+            parts.append(flat_kmeans(members, int(shares[group]), niter, seed + int(group)))
     return np.concatenate(parts)
+
+
+@contextmanager
+def single_faiss_thread() -> Iterator[None]:
+    """Run faiss single-threaded inside the block, then restore its thread count.
+
+    faiss' OpenMP threads spin while they wait; when other processes share the cores this made
+    two-level k-means 13x slower with 2 threads than with 1 (measured on a busy 2-core machine).
+    """
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def _allocate(sizes: np.ndarray, total: int) -> np.ndarray:

@@ -77,7 +77,7 @@ class MultiVectorIndex:
             seed: seed of sampling and k-means.
 
         Raises:
-            IndexExistsError: ``path`` already holds an index.
+            IndexExistsError: ``path`` already contains an index.
             ValueError: invalid ``dim`` or ``nbits``.
         """
         path = Path(path)
@@ -185,10 +185,9 @@ class MultiVectorIndex:
         snapshot = self._current()
         manifest = snapshot.manifest
         by_kind: dict[str, int] = {}
-        for part in (manifest["codec"], manifest["ivf"], manifest["deleted"]):
-            if part is not None:
-                kind = "tombstones" if part is manifest["deleted"] else ("codec" if part is manifest["codec"] else "ivf")
-                by_kind[kind] = by_kind.get(kind, 0) + sum(record["size"] for record in part["files"].values())
+        for kind, key in (("codec", "codec"), ("ivf", "ivf"), ("tombstones", "deleted")):
+            if manifest[key] is not None:
+                by_kind[kind] = sum(record["size"] for record in manifest[key]["files"].values())
         for segment in manifest["segments"]:
             for relative, record in segment["files"].items():
                 kind = relative.rsplit("/", 1)[-1].removesuffix(".npy")
@@ -235,9 +234,9 @@ class MultiVectorIndex:
         started = time.perf_counter()
 
         def operation(current: IndexSnapshot) -> dict[str, Any]:
-            taken = [document_id for document_id in id_list if document_id in current.row_of_id]
-            if taken:
-                raise DuplicateIdError(f"{len(taken)} ids are already in the index (first: {taken[0]!r}); delete them first or use new ids")
+            existing = [document_id for document_id in id_list if document_id in current.row_of_id]
+            if existing:
+                raise DuplicateIdError(f"{len(existing)} ids are already in the index (first: {existing[0]!r}); delete them first or use new ids")
             return write_add(current, tokens, lengths, id_list)
 
         self._commit(operation)
@@ -248,15 +247,15 @@ class MultiVectorIndex:
 
         Unknown (or already deleted) ids are ignored; their count is logged.
         """
-        wanted = list(dict.fromkeys(ids))
+        requested = list(dict.fromkeys(ids))
         deleted_count = 0
 
         def operation(current: IndexSnapshot) -> dict[str, Any] | None:
             nonlocal deleted_count
-            rows = np.array([current.row_of_id[i] for i in wanted if i in current.row_of_id], dtype=np.int64)
+            rows = np.array([current.row_of_id[i] for i in requested if i in current.row_of_id], dtype=np.int64)
             deleted_count = len(rows)
-            if len(rows) < len(wanted):
-                logger.info("delete: %d of %d ids are not in the index and were ignored", len(wanted) - len(rows), len(wanted))
+            if len(rows) < len(requested):
+                logger.info("delete: %d of %d ids are not in the index and were ignored", len(requested) - len(rows), len(requested))
             if len(rows) == 0:
                 return None
             return write_delete(current, rows)
@@ -298,7 +297,7 @@ class MultiVectorIndex:
             exact: True scores every document exhaustively; False always uses the PLAID pipeline;
                 None (default) is exhaustive when the index holds at most 65,536 live tokens.
             ncells, centroid_score_threshold, ndocs: PLAID parameters; None takes the defaults for ``k``
-                (k <= 10: 1 / 0.5 / 256; k <= 100: 2 / 0.45 / 1024; else 4 / 0.4 / max(4k, 4096)).
+                (k <= 10: 1 / 0.5 / 512; k <= 100: 2 / 0.45 / 1024; else 4 / 0.4 / max(4k, 4096)).
             rerank: score the final candidates with the float16 originals (default: when kept).
 
         Returns:

@@ -16,6 +16,10 @@ class TrainingConfig:
         batch_size: queries per forward pass; each brings ``1 + num_negatives`` passages.
         gradient_accumulation_steps: forward passes summed into one optimizer step.
         num_negatives: negatives per query (row negatives first, then random passages).
+        distinct_positives: draw each micro-batch so that no two queries share their first
+            positive passage, which keeps the in-batch negatives free of false negatives on
+            collections with few passages. Needs at least ``batch_size`` distinct positives;
+            rows are then drawn at random instead of epoch by epoch.
         use_in_batch_negatives: train on the in-batch loss, where every passage of the batch is
             a candidate for every query; False trains on each query's own positive and negatives.
         train_mapping_networks: train the vision MLP, the transformer mapping network and the
@@ -48,6 +52,7 @@ class TrainingConfig:
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
     num_negatives: int = 1
+    distinct_positives: bool = False
     use_in_batch_negatives: bool = True
     train_mapping_networks: bool = True
     train_text_encoders: bool = False

@@ -155,6 +155,12 @@ class ContrastiveTrainer:
         self.groups = parameter_groups(model, config)
         self.optimizer = torch.optim.AdamW(self.groups, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_linear_decay(config.warmup_steps, config.max_steps))
+        self._rows_by_positive = _rows_by_first_positive(self.train_examples)
+        if config.distinct_positives and len(self._rows_by_positive) < config.batch_size:
+            raise ValueError(
+                f"distinct_positives needs at least batch_size={config.batch_size} distinct positive passages, "
+                f"but the training rows have {len(self._rows_by_positive)}; lower batch_size or turn distinct_positives off"
+            )
         self._pixel_cache: dict[str, torch.Tensor] = {}
         self._text_cache = FrozenTextEncoderCache()
         if config.gradient_checkpointing:
@@ -163,7 +169,17 @@ class ContrastiveTrainer:
     # ----------------------------------------------------------------- batches
 
     def _example_indices(self, micro_batch: int) -> list[int]:
-        """Rows of one micro-batch: a slice of the concatenated per-epoch permutations."""
+        """Rows of one micro-batch: a slice of the concatenated per-epoch permutations, or with
+        ``distinct_positives`` one random row for each of ``batch_size`` random positives."""
+        if self.config.distinct_positives:
+            generator = torch.Generator().manual_seed(self.config.seed * 104_729 + micro_batch)
+            chosen = torch.randperm(len(self._rows_by_positive), generator=generator)[: self.config.batch_size].tolist()
+            indices = []
+            for group_index in chosen:
+                rows = self._rows_by_positive[group_index]
+                indices.append(rows[int(torch.randint(len(rows), (1,), generator=generator))])
+            return indices
+
         count = len(self.train_examples)
         size = self.config.batch_size
         indices = []
@@ -422,6 +438,13 @@ class ContrastiveTrainer:
             torch.cuda.set_rng_state(state["cuda_rng_state"], self.model.device)
         logger.info("resumed from %s at step %d", folder, state["step"])
         return int(state["step"])
+
+
+def _rows_by_first_positive(examples: list[TrainingExample]) -> list[list[int]]:
+    groups: dict[str, list[int]] = {}
+    for index, example in enumerate(examples):
+        groups.setdefault(example.positive_ids[0], []).append(index)
+    return [groups[key] for key in sorted(groups)]
 
 
 def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:

@@ -92,11 +92,25 @@ def _image_from_text(text: str) -> LoadedImage:
     )
 
 
-def image_reference(image: LoadedImage) -> str:
-    """Return a short trace-safe description of an image: the path, or a SHA-256 of its bytes."""
+def image_reference(image: Any) -> str:
+    """Return a short description of a query image for traces: its path, or a SHA-256 prefix of its data.
+
+    The image is not validated here, so invalid input still fails later, inside the run.
+    """
+    if isinstance(image, os.PathLike):
+        return os.fspath(image)
     if isinstance(image, str):
-        return image
-    data = image if isinstance(image, bytes) else image.tobytes()
+        text = image.strip()
+        is_data = text.startswith("data:") or (len(text) >= 32 and _BASE64_TEXT.match(text) is not None)
+        if not is_data and len(text) <= 4096:
+            return text
+        data = text.encode("utf-8")
+    elif isinstance(image, Image.Image):
+        data = image.tobytes()
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+    else:
+        return type(image).__name__
     return f"sha256:{hashlib.sha256(data).hexdigest()[:16]}"
 
 

@@ -77,9 +77,9 @@ class FLMRRetriever(BaseRetriever):
     metadata contains the passage's own metadata plus ``score`` (late-interaction score, higher is
     better), ``rank`` (1-based) and ``image_path`` (None for text passages), best first.
 
-    Traces record the question text as the retriever input; a dict query's image is passed
-    around the tracer, and the run metadata ``flmr_query_image`` holds the image path or a
-    SHA-256 prefix of its bytes instead of the image.
+    Traces record the question text as the retriever input. The query image (from a dict or
+    the ``image`` keyword) is passed around the tracer, and the run metadata
+    ``flmr_query_image`` contains the image path or a SHA-256 prefix of its bytes instead.
 
     Raises (from ``invoke``):
         FileNotFoundError: an image path that does not exist.
@@ -187,13 +187,12 @@ class FLMRRetriever(BaseRetriever):
 
     def _traced(self, input: Any, config: Optional[RunnableConfig], kwargs: dict[str, Any]) -> tuple[Any, RunnableConfig, dict[str, Any]]:
         config = ensure_config(config)
-        if not isinstance(input, dict):
+        if not isinstance(input, (str, dict)):
             return input, config, kwargs
         question, options = _split_query(input, kwargs)
         image = options.get("image")
         if image is not None:
-            options["image"] = load_image(image)
-            metadata = {**(config.get("metadata") or {}), "flmr_query_image": image_reference(options["image"])}
+            metadata = {**(config.get("metadata") or {}), "flmr_query_image": image_reference(image)}
             config = {**config, "metadata": metadata}
         rest = {name: value for name, value in kwargs.items() if name not in QUERY_KEYS}
         return question, config, {**rest, **options}

@@ -202,6 +202,12 @@ def test_trace_input_has_no_base64(retriever: FLMRRetriever, fixture_images: lis
     assert recorder.metadata[0]["flmr_query_image"].startswith("sha256:")
 
 
+def test_trace_metadata_names_keyword_image_path(retriever: FLMRRetriever, fixture_images: list[Path]) -> None:
+    recorder = RetrieverRunRecorder()
+    retriever.invoke(QUESTION, {"callbacks": [recorder]}, image=str(fixture_images[1]))
+    assert recorder.metadata[0]["flmr_query_image"] == str(fixture_images[1])
+
+
 def test_trace_metadata_names_provider(retriever: FLMRRetriever) -> None:
     recorder = RetrieverRunRecorder()
     retriever.invoke("a star", {"callbacks": [recorder]})
@@ -211,6 +217,18 @@ def test_trace_metadata_names_provider(retriever: FLMRRetriever) -> None:
 def test_input_schema_accepts_dict(retriever: FLMRRetriever) -> None:
     schema = retriever.get_input_jsonschema()
     assert "anyOf" in schema
+
+
+def test_image_error_is_reported_to_run(retriever: FLMRRetriever, tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    class ErrorRecorder(BaseCallbackHandler):
+        def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+            errors.append(error)
+
+    with pytest.raises(FileNotFoundError):
+        retriever.invoke({"question": QUESTION, "image": str(tmp_path / "gone.png")}, {"callbacks": [ErrorRecorder()]})
+    assert [type(error) for error in errors] == [FileNotFoundError]
 
 
 def test_missing_image_path_raises(retriever: FLMRRetriever, tmp_path: Path) -> None:

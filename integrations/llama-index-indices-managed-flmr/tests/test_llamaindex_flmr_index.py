@@ -190,6 +190,13 @@ def test_remote_image_url_raises(preflmr_tiny_path: Path, tmp_path: Path) -> Non
         FLMRIndex(nodes=[node], model=str(preflmr_tiny_path), index_dir=tmp_path / "flmr")
 
 
+def test_insert_unserialisable_metadata_raises_before_docstore(small_index: FLMRIndex) -> None:
+    node = TextNode(id_="bad-metadata", text="a circle", metadata={"when": object()})
+    with pytest.raises(ValueError, match="bad-metadata"):
+        small_index.insert_nodes([node])
+    assert small_index.docstore.get_node("bad-metadata", raise_error=False) is None
+
+
 def test_missing_node_image_path_raises(preflmr_tiny_path: Path, tmp_path: Path) -> None:
     node = ImageNode(id_="lost", image_path=str(tmp_path / "lost.png"), text="caption")
     with pytest.raises(FileNotFoundError, match="lost.png"):

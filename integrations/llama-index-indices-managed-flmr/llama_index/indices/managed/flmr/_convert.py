@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,8 @@ def node_to_document(node: BaseNode, metadata_mode: MetadataMode) -> flmr_rag.Do
     ``MetadataMode.EMBED``.
 
     Raises:
-        ValueError: the node has neither text nor an image, or its image reference is unusable.
+        ValueError: the node has neither text nor an image, its image reference is unusable, or
+            its metadata is not JSON-serialisable.
         FileNotFoundError: the node's image path does not exist.
     """
     image = node_image(node)
@@ -134,6 +136,12 @@ def node_to_document(node: BaseNode, metadata_mode: MetadataMode) -> flmr_rag.Do
             f"node {node.node_id!r} ({type(node).__name__}) has neither text nor an image; "
             "give it text, or an image as image_path or base64 data (ImageNode / ImageDocument)"
         )
+    try:
+        json.dumps(node.metadata)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"node {node.node_id!r} has metadata that JSON cannot store ({error}); use strings, numbers, lists and dicts"
+        ) from error
     text = node.get_content(metadata_mode=metadata_mode) if raw_text.strip() else ""
     return flmr_rag.Document(id=node.node_id, text=text, image=image, metadata=dict(node.metadata))
 

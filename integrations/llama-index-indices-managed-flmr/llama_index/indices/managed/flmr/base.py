@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "LinWeizheDragon/PreFLMR_ViT-L"
 
-# Sub-folder of a persist directory that holds the FLMR index (model reference, embeddings, docstore).
+# Sub-folder of a persist directory that contains the FLMR index (model reference, embeddings, docstore).
 ARTIFACT_DIRNAME = "flmr_index"
 
 # Written into every FLMR folder that ``persist`` creates, so a later persist may replace it.
@@ -85,6 +85,11 @@ def _snapshot_directory(source: Path, target: Path) -> None:
     The copy is written beside ``target`` and renamed into place, and an earlier snapshot is
     removed only after the new one is in place. SQLite shared-memory files (``*-shm``) are
     skipped because SQLite rebuilds them from the write-ahead log on open.
+
+    NOTE: flmr_rag's docstore records images it stored itself (from bytes or PIL images) by
+    absolute path under ``source/images/``, so those records in the copy still name the source
+    folder. Search does not read them; ``FLMRRetriever.get(id).image`` in the copy does, and
+    this index returns nodes from LlamaIndex's docstore, which keeps its own image data.
 
     Raises:
         FileExistsError: ``target`` exists and was not written by ``persist``.
