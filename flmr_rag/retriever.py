@@ -8,9 +8,12 @@ Example:
     ...     retriever.add([Document(id="p1", text="The Eiffel Tower is in Paris.")])
     ...     results = retriever.search(question="Where is this tower?", image="tower.jpg", k=5)
 
-Adds are written in chunks of ``chunk_size`` documents; each chunk is one commit of the index and
-the docstore (see :mod:`flmr_rag.docstore` for how the two stay in step across a crash). A crash
-or an error during ``add`` keeps the chunks committed before it and drops the chunk in progress.
+Adds are written in chunks of ``chunk_size`` documents, and each chunk is one commit of the index
+and the docstore. :mod:`flmr_rag.docstore` describes how the two stay in step across a crash. A
+crash or an error during ``add`` keeps the chunks committed before it and drops the chunk in
+progress. Writers hold the directory's writer lock, and ``open`` repairs a crashed write only
+when no other process holds that lock. Several processes may search one directory at once, and
+documents added by another process become visible after the directory is opened again.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from flmr_rag.index_directory import (
     read_settings,
     same_model,
     write_json_atomic,
+    writer_lock,
 )
 from flmr_rag.progress import progress
 from flmr_rag.types import Document, ImageInput, SearchResult
@@ -86,7 +90,16 @@ class FLMRRetriever:
         self._query_lock = threading.Lock()
         self._warned_k: set[int] = set()
         self._closed = False
-        self._store.recover(self._index.contains, self._index.delete)
+        self._recover()
+
+    def _recover(self) -> None:
+        # Rows of a writer that is still running look like a crash's leftovers, so recovery
+        # runs only when no process holds the writer lock.
+        with writer_lock(self.index_dir, blocking=False) as acquired:
+            if acquired:
+                self._store.recover(self._index.contains, self._index.delete)
+            else:
+                logger.info("another process is writing to %s; its pending rows are left to it", self.index_dir)
 
     # Construction.
 
@@ -128,7 +141,7 @@ class FLMRRetriever:
             model_path: the checkpoint folder of a model instance.
 
         Raises:
-            FileExistsError: ``index_dir`` already holds an index or other files.
+            FileExistsError: ``index_dir`` already contains an index or other files.
             FileNotFoundError, ValueError: the model folder is missing or not an FLMR checkpoint.
         """
         from flmr_rag.index import MultiVectorIndex
@@ -137,7 +150,7 @@ class FLMRRetriever:
         if (directory / SETTINGS_FILE).exists():
             stored = read_settings(directory).get("model")
             raise FileExistsError(
-                f"{directory} already holds an index built with model {stored!r}; open it with "
+                f"{directory} already contains an index built with model {stored!r}; open it with "
                 "FLMRRetriever.open (or `flmr-rag add`), or choose a new directory"
             )
         if directory.exists() and any(directory.iterdir()):
@@ -226,7 +239,7 @@ class FLMRRetriever:
         Args:
             model: when given, must name the same model as the index (a check, not an override).
             batch_size: overrides the stored batch size for this session.
-            load_model: False opens without the model (nothing is downloaded or loaded); such a
+            load_model: False opens without the model, so nothing is downloaded or loaded. Such a
                 retriever supports ``get``, ``delete``, ``ids``, ``len`` and ``stats`` but not
                 ``add`` or ``search``.
 
@@ -277,7 +290,11 @@ class FLMRRetriever:
         chunk_size = int(self.settings.get("chunk_size", 4096))
         total = len(documents) if isinstance(documents, Sequence) else None
         bar_options: dict[str, Any] = {} if show_progress else {"disable": True}
-        with self._write_lock, progress(total=total, unit="doc", desc="encoding documents", **bar_options) as bar:
+        with (
+            self._write_lock,
+            writer_lock(self.index_dir),
+            progress(total=total, unit="doc", desc="encoding documents", **bar_options) as bar,
+        ):
             position = 0
             while chunk := list(itertools.islice(iterator, chunk_size)):
                 added.extend(self._add_chunk(chunk, position, bar))
@@ -303,9 +320,9 @@ class FLMRRetriever:
             )
             self._index.add(embeddings.numpy(), doclens, ids)
         except BaseException:
-            held = [doc_id for doc_id in ids if self._index.contains(doc_id)]
-            self._store.commit(held)
-            self._store.discard([doc_id for doc_id in ids if doc_id not in set(held)])
+            indexed = [doc_id for doc_id in ids if self._index.contains(doc_id)]
+            self._store.commit(indexed)
+            self._store.discard([doc_id for doc_id in ids if doc_id not in set(indexed)])
             raise
         self._store.commit(ids)
         return ids
@@ -354,9 +371,9 @@ class FLMRRetriever:
     def delete(self, ids: str | Iterable[str]) -> int:
         """Remove documents from the index and the docstore; return how many existed (unknown ids are ignored)."""
         self._check_open()
-        wanted = [ids] if isinstance(ids, str) else list(ids)
-        with self._write_lock:
-            marked = self._store.mark_deleting(wanted)
+        requested = [ids] if isinstance(ids, str) else list(ids)
+        with self._write_lock, writer_lock(self.index_dir):
+            marked = self._store.mark_deleting(requested)
             if marked:
                 self._index.delete(marked)
             self._store.finish_delete(marked)
@@ -377,10 +394,12 @@ class FLMRRetriever:
         Args:
             question: the question text (optional when an image is given).
             image: a path, PIL image or bytes (optional when a question is given).
-            k: how many results; fewer come back when the index holds fewer documents.
+            k: how many results; fewer come back when the index contains fewer documents.
             instruction: overrides the default instruction of this query's kind; "" sends the
                 question alone.
-            exact: score every document exactly instead of using the approximate index search.
+            exact: score every document exactly. False lets the index choose: exhaustive
+                scoring for small collections (see ``flmr_rag.index.EXACT_SEARCH_MAX_TOKENS``),
+                else the approximate PLAID search with exact re-scoring of its candidates.
 
         Raises:
             ValueError: no question and no image, or ``k`` < 1.
@@ -397,12 +416,12 @@ class FLMRRetriever:
         encoder = self._require_encoder()
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        parsed = [query if isinstance(query, Query) else Query(**dict(query)) for query in queries]
+        parsed = [self._parse_query(query, position) for position, query in enumerate(queries)]
         if not parsed:
             return []
         size = len(self)
         if size == 0:
-            logger.warning("index %s holds no documents; add some before searching", self.index_dir)
+            logger.warning("index %s contains no documents; add some before searching", self.index_dir)
             return [[] for _ in parsed]
         if k > size and k not in self._warned_k:
             self._warned_k.add(k)
@@ -413,6 +432,17 @@ class FLMRRetriever:
         # exact=None lets the index choose exhaustive scoring for small collections.
         hits = self._index.search(embeddings.numpy(), k=min(k, size), exact=True if exact else None)
         return [self._results(ids, scores) for ids, scores in hits]
+
+    @staticmethod
+    def _parse_query(query: Mapping[str, Any] | Query, position: int) -> Query:
+        if isinstance(query, Query):
+            return query
+        if not isinstance(query, Mapping):
+            raise TypeError(f"query {position} is a {type(query).__name__}; pass a dict with question, image and instruction keys")
+        unknown = set(query) - {"question", "image", "instruction"}
+        if unknown:
+            raise ValueError(f"query {position} has unknown keys {sorted(unknown)}; use question, image and instruction")
+        return Query(**query)
 
     def _results(self, ids: Sequence[str], scores: Sequence[float]) -> list[SearchResult]:
         stored = self._store.get_many(list(ids))

@@ -62,36 +62,6 @@ def test_search_command_prints_table(built_index: Path) -> None:
     assert len(lines) == 3
 
 
-def test_search_command_json_with_image(built_index: Path, preflmr_tiny_path: Path) -> None:
-    image = preflmr_tiny_path / "images" / "img0_red_circle.png"
-    completed = run_cli("search", str(built_index), "--image", str(image), "--question", "Which shape?", "-k", "3", "--json", "--exact")
-    assert completed.returncode == 0, completed.stderr
-    results = json.loads(completed.stdout)["results"]
-    assert sorted(result["id"] for result in results) == ["blue", "paris", "red"]
-    assert [result["rank"] for result in results] == [1, 2, 3]
-
-
-def test_add_delete_info_sequence(built_index: Path, tmp_path: Path) -> None:
-    extra = tmp_path / "extra.csv"
-    extra.write_text("id,text\nrome,Rome is the capital of Italy.\nberlin,Berlin is in Germany.\n", encoding="utf-8")
-    added = run_cli("add", str(extra), "--index", str(built_index), "--json")
-    assert added.returncode == 0, added.stderr
-    assert json.loads(added.stdout)["documents"] == 5
-
-    deleted = run_cli("delete", str(built_index), "rome", "unknown-id", "--json")
-    assert deleted.returncode == 0, deleted.stderr
-    summary = json.loads(deleted.stdout)
-    assert summary["deleted"] == 1
-    assert summary["not_found"] == 1
-
-    info = run_cli("info", str(built_index), "--json")
-    assert info.returncode == 0, info.stderr
-    described = json.loads(info.stdout)
-    assert described["documents"] == 4
-    assert described["deleted_not_compacted"] == 1
-    assert described["nbits"] == 4
-
-
 def test_bad_usage_exits_2(built_index: Path) -> None:
     completed = run_cli("search", str(built_index), "--question", "x", "-k", "0")
     assert completed.returncode == 2
@@ -110,7 +80,36 @@ def test_failure_exits_1_with_one_line(tmp_path: Path, corpus_file: Path) -> Non
     assert not (tmp_path / "kb").exists()
 
 
-# In-process runs of the same entry point for the remaining error cases (no interpreter start-up).
+# In-process runs of the same entry point (no interpreter start-up) for the other commands and errors.
+
+
+def test_search_command_json_with_image(built_index: Path, preflmr_tiny_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = preflmr_tiny_path / "images" / "img0_red_circle.png"
+    status = main(["search", str(built_index), "--image", str(image), "--question", "Which shape?", "-k", "3", "--json", "--exact"])
+    assert status == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert sorted(result["id"] for result in results) == ["blue", "paris", "red"]
+    assert [result["rank"] for result in results] == [1, 2, 3]
+
+
+def test_add_delete_info_sequence(built_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    directory = tmp_path / "kb"
+    shutil.copytree(built_index, directory)
+    extra = tmp_path / "extra.csv"
+    extra.write_text("id,text\nrome,Rome is the capital of Italy.\nberlin,Berlin is in Germany.\n", encoding="utf-8")
+    assert main(["add", str(extra), "--index", str(directory), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["documents"] == 5
+
+    assert main(["delete", str(directory), "rome", "unknown-id", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["deleted"] == 1
+    assert summary["not_found"] == 1
+
+    assert main(["info", str(directory), "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["documents"] == 4
+    assert described["deleted_not_compacted"] == 1
+    assert described["nbits"] == 4
 
 
 def test_search_without_question_or_image(built_index: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,7 +134,7 @@ def test_index_missing_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_index_existing_index(built_index: Path, corpus_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["index", str(corpus_file), "--index", str(built_index)]) == 2
-    assert "already holds an index" in capsys.readouterr().err
+    assert "already contains an index" in capsys.readouterr().err
 
 
 def test_index_empty_corpus_leaves_nothing(tmp_path: Path, preflmr_tiny_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -153,6 +153,11 @@ def test_search_from_threads(shared: FLMRRetriever, images: list[Path]) -> None:
     assert found == [expected] * 4
 
 
+def test_search_batch_rejects_unknown_keys(shared: FLMRRetriever) -> None:
+    with pytest.raises(ValueError, match="unknown keys \\['text'\\]"):
+        shared.search_batch([{"text": "typo for question"}])
+
+
 def test_search_k_larger_than_corpus_returns_all(shared: FLMRRetriever) -> None:
     assert len(shared.search(question="anything", k=50)) == 6
 
@@ -296,6 +301,18 @@ def test_reopen_recovers_interrupted_add(retriever: FLMRRetriever) -> None:
         assert len(reopened) == 7
 
 
+def test_open_leaves_rows_of_active_writer(retriever: FLMRRetriever) -> None:
+    from flmr_rag.index_directory import writer_lock
+
+    retriever._store.stage([StoredDocument("in-flight", "being written by another process")])
+    with writer_lock(retriever.index_dir):
+        with FLMRRetriever.open(retriever.index_dir, load_model=False) as reader:
+            assert reader._store.count_by_state()["pending"] == 1
+    retriever.close()
+    with FLMRRetriever.open(retriever.index_dir, load_model=False) as reader:
+        assert reader._store.count_by_state()["pending"] == 0
+
+
 def test_writer_killed_after_index_commit(retriever: FLMRRetriever) -> None:
     retriever.close()
     script = f"""
@@ -315,7 +332,7 @@ retriever.add([Document(id="crash", text="written just before the crash")], show
 
 
 def test_create_existing_index_raises(shared: FLMRRetriever, preflmr_tiny_path: Path) -> None:
-    with pytest.raises(FileExistsError, match="already holds an index built with model"):
+    with pytest.raises(FileExistsError, match="already contains an index built with model"):
         FLMRRetriever.create(shared.index_dir, model=preflmr_tiny_path)
 
 

@@ -38,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(f"added {summary['added']} documents to {directory}; it now holds {summary['documents']}")
+        print(f"added {summary['added']} documents to {directory}; it now contains {summary['documents']}")
     return 0

@@ -70,7 +70,7 @@ def read_corpus_argument(args: argparse.Namespace) -> Any:
 
 
 def require_index_dir(path: str) -> Path:
-    """Return ``path`` after checking that it holds an index; otherwise raise a usage error."""
+    """Return ``path`` if it contains an index, else raise a usage error."""
     from flmr_rag.index_directory import SETTINGS_FILE
 
     directory = Path(path)

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     directory = Path(args.index)
     if (directory / SETTINGS_FILE).exists():
-        raise UsageError(f"{directory} already holds an index; add documents with: flmr-rag add {args.corpus} --index {directory}")
+        raise UsageError(f"{directory} already contains an index; add documents with: flmr-rag add {args.corpus} --index {directory}")
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise UsageError(f"--index {directory} is not an empty directory; choose a new path")
     existed = directory.exists()

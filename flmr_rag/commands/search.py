@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     if not results:
-        print(f"no results: {directory} holds no documents")
+        print(f"no results: {directory} contains no documents")
         return 0
     rows = [[str(r.rank), f"{r.score:.4f}", r.id, _shorten(r.text), r.image_path or ""] for r in results]
     print_table(["rank", "score", "id", "text", "image"], rows)

@@ -16,7 +16,7 @@ def read_image_folder(path: str | Path, strict: bool = False, recursive: bool = 
     """Stream one document per image file under ``path`` (sorted by relative path).
 
     The document id is the image's path relative to ``path`` (POSIX separators), its text is the
-    content of ``<stem>.txt`` beside the image when present (else empty), and its metadata holds
+    content of ``<stem>.txt`` beside the image when present (else empty), and its metadata is
     ``{"file": <relative path>}``. Unreadable images are skipped with a counted warning (or raise
     with ``strict``).
 

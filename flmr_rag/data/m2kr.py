@@ -1,7 +1,7 @@
 """M2KR-style passage corpora: rows with ``passage_id`` and ``passage_content``.
 
 The M2KR benchmark (the PreFLMR training and evaluation collection) stores each knowledge base as
-rows of ``passage_id``, ``passage_content`` and optional fields such as ``page_title``; image
+rows of ``passage_id``, ``passage_content`` and optional fields such as ``page_title``. Image
 passages name their picture in an image-path column. The rows may be in a JSONL, CSV or Parquet
 file; the container is chosen by the file extension.
 """

@@ -1,7 +1,7 @@
 """Turning corpus rows (mappings of column name to value) into documents, with the shared checks.
 
-Every table reader (JSONL, CSV, Parquet, M2KR) feeds its rows through one :class:`RowConverter`,
-which picks the id, text and image columns, resolves relative image paths against the corpus
+Every table reader (JSONL, CSV, Parquet, M2KR) feeds its rows through one :class:`RowConverter`.
+The converter picks the id, text and image columns, resolves relative image paths against the corpus
 file's folder, checks that each image can be opened, skips or rejects bad rows, rejects duplicate
 ids and an empty corpus, and logs one counted warning for the skipped rows.
 """
@@ -131,11 +131,11 @@ class RowConverter:
         names = list(columns)
         if self.text_column in names or (self.image_column is not None and self.image_column in names):
             return
-        wanted = f"text column {self.text_column!r}"
+        expected = f"text column {self.text_column!r}"
         if self.image_column is not None:
-            wanted += f" or image column {self.image_column!r}"
+            expected += f" or image column {self.image_column!r}"
         raise CorpusError(
-            f"corpus {self.source} has no {wanted}; its columns are {names}; "
+            f"corpus {self.source} has no {expected}; its columns are {names}; "
             "choose them with text_column=/image_column= (--text-column/--image-column)"
         )
 

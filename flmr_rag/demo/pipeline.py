@@ -230,7 +230,7 @@ def ensure_reader(settings: DemoSettings, root: Path, retrain: bool, train_data)
     staging = root / f".{key}.tmp"
     if staging.exists():
         shutil.rmtree(staging)
-    save_reader(model, tokenizer, staging)
+    save_reader(model, tokenizer, staging, recipe.max_input_length)
     _publish(staging, folder)
     return folder, False, time.perf_counter() - clock
 

@@ -42,7 +42,7 @@ class ReaderRecipe:
     batch_size: int = 64
     learning_rate: float = 1e-3
     warmup_steps: int = 50
-    max_input_length: int = 64
+    max_input_length: int = 32
     seed: int = 0
 
 
@@ -133,8 +133,13 @@ def train_reader(
     return losses
 
 
-def save_reader(model: T5ForConditionalGeneration, tokenizer: BertTokenizerFast, folder: Path) -> None:
-    """Write the reader and its tokenizer into ``folder`` (loadable by ``AnswerGenerator.from_pretrained``)."""
+def save_reader(model: T5ForConditionalGeneration, tokenizer: BertTokenizerFast, folder: Path, max_input_length: int) -> None:
+    """Write the reader and its tokenizer into ``folder`` (loadable by ``AnswerGenerator.from_pretrained``).
+
+    The tokenizer's ``model_max_length`` becomes ``max_input_length``, so loaders that truncate
+    at the tokenizer's limit cut prompts where training did.
+    """
+    tokenizer.model_max_length = max_input_length
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

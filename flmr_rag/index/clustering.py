@@ -44,7 +44,7 @@ def sample_training_rows(num_tokens: int, num_centroids: int, seed: int) -> tupl
 
     Returns:
         ``(train_rows, heldout_rows)``, both sorted int64. k-means gets up to 64 tokens per
-        centroid; the held-out rows (up to 50,000) come from the remaining tokens, or from all
+        centroid. The held-out rows (up to 50,000) come from the remaining tokens, or from all
         tokens when k-means uses every one of them.
     """
     rng = np.random.default_rng(seed)
@@ -125,8 +125,8 @@ def hierarchical_kmeans(sample: np.ndarray, num_centroids: int, niter: int, seed
 def single_faiss_thread() -> Iterator[None]:
     """Run faiss single-threaded inside the block, then restore its thread count.
 
-    faiss' OpenMP threads spin while they wait; when other processes share the cores this made
-    two-level k-means 13x slower with 2 threads than with 1 (measured on a busy 2-core machine).
+    faiss' OpenMP threads spin while they wait. When other processes shared the cores of a 2-core
+    machine, this made two-level k-means 13x slower with 2 threads than with 1.
     """
     previous = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)

@@ -32,7 +32,7 @@ _MAX_ASSIGN_ELEMENTS = 1 << 24
 # From this many centroids on, tokens are assigned through an inverted file over the centroids
 # (faiss IndexIVFFlat over about sqrt(K) groups, probing ASSIGN_NPROBE of them) instead of
 # scoring all K. A few tokens then miss their nearest centroid (about 5% on clustered synthetic
-# data); they are still decoded exactly as centroid + residual of the centroid they got.
+# data). Such a token is still decoded as centroid + residual of the centroid it was given.
 ASSIGN_INDEX_MIN_CENTROIDS = 4096
 ASSIGN_NPROBE = 8
 

@@ -295,9 +295,9 @@ class MultiVectorIndex:
             k: results per query; fewer come back when fewer non-empty live documents exist.
             mask: ``[Lq]`` or ``[B, Lq]`` bool, True for rows to use (None uses all).
             exact: True scores every document exhaustively; False always uses the PLAID pipeline;
-                None (default) is exhaustive when the index holds at most 65,536 live tokens.
+                None (default) is exhaustive when the index contains at most 65,536 live tokens.
             ncells, centroid_score_threshold, ndocs: PLAID parameters; None takes the defaults for ``k``
-                (k <= 10: 1 / 0.5 / 512; k <= 100: 2 / 0.45 / 1024; else 4 / 0.4 / max(4k, 4096)).
+                (k <= 10: 1 / 0.5 / 1024; k <= 100: 2 / 0.45 / 1024; else 4 / 0.4 / max(4k, 4096)).
             rerank: score the final candidates with the float16 originals (default: when kept).
 
         Returns:
@@ -329,9 +329,9 @@ class MultiVectorIndex:
         else:
             defaults = default_parameters(k)
             parameters = SearchParameters(
-                ncells if ncells is not None else defaults.ncells,
-                centroid_score_threshold if centroid_score_threshold is not None else defaults.centroid_score_threshold,
-                ndocs if ndocs is not None else defaults.ndocs,
+                ncells=defaults.ncells if ncells is None else ncells,
+                centroid_score_threshold=defaults.centroid_score_threshold if centroid_score_threshold is None else centroid_score_threshold,
+                ndocs=defaults.ndocs if ndocs is None else ndocs,
             )
             found = [plaid_search(snapshot, query_list[position], k, parameters, rerank) for position in active]
 
@@ -406,10 +406,11 @@ def _validate_documents(embeddings: Any, doclens: Any, ids: Sequence[str], dim: 
     for document_id in id_list:
         if not isinstance(document_id, str) or not document_id or "\x00" in document_id:
             raise ValueError(f"document id {document_id!r} is invalid: ids must be non-empty strings without NUL characters")
-    if len(set(id_list)) != len(id_list):
-        seen: set[str] = set()
-        repeated = next(document_id for document_id in id_list if document_id in seen or seen.add(document_id))  # type: ignore[func-returns-value]
-        raise DuplicateIdError(f"id {repeated!r} appears more than once in this add; ids must be unique")
+    seen: set[str] = set()
+    for document_id in id_list:
+        if document_id in seen:
+            raise DuplicateIdError(f"id {document_id!r} appears more than once in this add; ids must be unique")
+        seen.add(document_id)
     return tokens, lengths, id_list
 
 

@@ -1,6 +1,6 @@
 """Immutable segments: the compressed tokens of one batch of documents, as memory-mapped .npy files.
 
-A segment directory holds
+A segment directory contains
 
 - ``codes.npy``      ``[T]`` uint16 or int32, the centroid of every token;
 - ``residuals.npy``  ``[T, ceil(dim * nbits / 8)]`` uint8, packed residual buckets;
@@ -62,7 +62,7 @@ def decode_ids(blob: np.ndarray, expected: int, path: Path) -> list[str]:
     if expected == 0:
         ids = []
     if len(ids) != expected:
-        raise IndexCorruptedError(path, f"holds {len(ids)} document ids, the manifest records {expected}")
+        raise IndexCorruptedError(path, f"contains {len(ids)} document ids, but the manifest records {expected}")
     return ids
 
 

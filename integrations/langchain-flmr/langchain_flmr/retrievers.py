@@ -220,17 +220,30 @@ class FLMRRetriever(BaseRetriever):
             local_metadata=self.metadata,
         )
 
-    def _prepare_batch(self, inputs: Sequence[Any], configs: list[RunnableConfig], kwargs: dict[str, Any]) -> list[Any]:
-        """Return, per input, ``(question, config, prepared query, k)`` or the exception it raised."""
-        prepared: list[Any] = []
+    def _split_batch(self, inputs: Sequence[Any], configs: list[RunnableConfig], kwargs: dict[str, Any]) -> list[Any]:
+        """Return, per input, ``(question, config, options)`` or the exception that splitting raised."""
+        split: list[Any] = []
         for input, config in zip(inputs, configs):
             try:
-                question, config, options = self._traced(input, config, kwargs)
-                query, wanted = self._prepare(question, options.get("image"), options.get("k"), options.get("instruction"))
-                prepared.append((question, config, query, wanted))
-            except Exception as error:  # noqa: BLE001 - returned in the input's slot or re-raised below
-                prepared.append(error)
-        return prepared
+                split.append(self._traced(input, config, kwargs))
+            except Exception as error:  # noqa: BLE001 - returned in the input's slot or re-raised
+                split.append(error)
+        return split
+
+    def _prepare_started(self, split: list[Any], runs: dict[int, Any]) -> tuple[dict[int, Any], dict[int, Exception]]:
+        """Load the images of the started runs; return the prepared queries and the failures by position."""
+        prepared: dict[int, Any] = {}
+        failures: dict[int, Exception] = {}
+        for position in runs:
+            question, _, options = split[position]
+            try:
+                prepared[position] = self._prepare(question, options.get("image"), options.get("k"), options.get("instruction"))
+            except Exception as error:  # noqa: BLE001 - reported to the input's run
+                failures[position] = error
+        return prepared, failures
+
+    def _search_prepared(self, prepared: dict[int, Any]) -> list[list[Document]]:
+        return self._search([query for query, _ in prepared.values()], [k for _, k in prepared.values()]) if prepared else []
 
     def batch(
         self,
@@ -240,27 +253,43 @@ class FLMRRetriever(BaseRetriever):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[Any]:
-        """Retrieve for several queries with one batched model call; keywords apply to every query."""
+        """Retrieve for several queries with one batched model call; keywords apply to every query.
+
+        Each input gets its own retriever run. With ``return_exceptions=True`` a failed input's
+        slot contains its exception and the other inputs are still searched.
+        """
         if not inputs:
             return []
-        prepared = self._prepare_batch(inputs, get_config_list(config, len(inputs)), kwargs)
-        _raise_first(prepared, return_exceptions)
+        split = self._split_batch(inputs, get_config_list(config, len(inputs)), kwargs)
+        _raise_first(list(split), return_exceptions)
 
-        runs = {}
-        for position, item in enumerate(prepared):
+        runs: dict[int, Any] = {}
+        for position, item in enumerate(split):
             if not isinstance(item, Exception):
-                question, run_config, _, _ = item
+                question, run_config, _ = item
                 manager = self._callback_manager(run_config, CallbackManager)
                 runs[position] = manager.on_retriever_start(None, question, name=run_config.get("run_name") or self.get_name())
 
-        positions = list(runs)
+        prepared, failures = self._prepare_started(split, runs)
+        for position, error in failures.items():
+            runs[position].on_retriever_error(error)
+        if failures and not return_exceptions:
+            first = next(iter(failures.values()))
+            for position in prepared:
+                runs[position].on_retriever_error(first)
+            raise first
+
         try:
-            found = self._search([prepared[p][2] for p in positions], [prepared[p][3] for p in positions]) if positions else []
+            found = self._search_prepared(prepared)
         except Exception as error:
-            for run in runs.values():
-                run.on_retriever_error(error)
-            raise
-        return _finish(prepared, positions, found, runs)
+            for position in prepared:
+                runs[position].on_retriever_error(error)
+            if not return_exceptions:
+                raise
+            return _merge(split, failures, {position: error for position in prepared})
+        for position, documents in zip(prepared, found):
+            runs[position].on_retriever_end(documents)
+        return _merge(split, failures, dict(zip(prepared, found)))
 
     async def abatch(
         self,
@@ -273,49 +302,56 @@ class FLMRRetriever(BaseRetriever):
         """Async :meth:`batch`; the model runs in a worker thread."""
         if not inputs:
             return []
-        prepared = self._prepare_batch(inputs, get_config_list(config, len(inputs)), kwargs)
-        _raise_first(prepared, return_exceptions)
+        split = self._split_batch(inputs, get_config_list(config, len(inputs)), kwargs)
+        _raise_first(list(split), return_exceptions)
 
-        runs = {}
-        for position, item in enumerate(prepared):
+        runs: dict[int, Any] = {}
+        for position, item in enumerate(split):
             if not isinstance(item, Exception):
-                question, run_config, _, _ = item
+                question, run_config, _ = item
                 manager = self._callback_manager(run_config, AsyncCallbackManager)
                 runs[position] = await manager.on_retriever_start(None, question, name=run_config.get("run_name") or self.get_name())
 
-        positions = list(runs)
+        prepared, failures = self._prepare_started(split, runs)
+        for position, error in failures.items():
+            await runs[position].on_retriever_error(error)
+        if failures and not return_exceptions:
+            first = next(iter(failures.values()))
+            for position in prepared:
+                await runs[position].on_retriever_error(first)
+            raise first
+
         try:
-            found = await run_in_executor(
-                None, self._search, [prepared[p][2] for p in positions], [prepared[p][3] for p in positions]
-            ) if positions else []
+            found = await run_in_executor(None, self._search_prepared, prepared)
         except Exception as error:
-            for run in runs.values():
-                await run.on_retriever_error(error)
-            raise
-        for position, documents in zip(positions, found):
+            for position in prepared:
+                await runs[position].on_retriever_error(error)
+            if not return_exceptions:
+                raise
+            return _merge(split, failures, {position: error for position in prepared})
+        for position, documents in zip(prepared, found):
             await runs[position].on_retriever_end(documents)
-        return _merge(prepared, positions, found)
+        return _merge(split, failures, dict(zip(prepared, found)))
 
 
-def _raise_first(prepared: list[Any], return_exceptions: bool) -> None:
+def _raise_first(items: list[Any], return_exceptions: bool) -> None:
     if return_exceptions:
         return
-    for item in prepared:
+    for item in items:
         if isinstance(item, Exception):
             raise item
 
 
-def _finish(prepared: list[Any], positions: list[int], found: list[list[Document]], runs: dict[int, Any]) -> list[Any]:
-    for position, documents in zip(positions, found):
-        runs[position].on_retriever_end(documents)
-    return _merge(prepared, positions, found)
-
-
-def _merge(prepared: list[Any], positions: list[int], found: list[list[Document]]) -> list[Any]:
-    """Put each search result in its input's slot; failed inputs keep their exception."""
-    results: list[Any] = list(prepared)
-    for position, documents in zip(positions, found):
-        results[position] = documents
+def _merge(split: list[Any], failures: dict[int, Exception], outcomes: dict[int, Any]) -> list[Any]:
+    """Return one slot per input: its documents, or the exception it raised (split, load or search)."""
+    results: list[Any] = []
+    for position, item in enumerate(split):
+        if position in outcomes:
+            results.append(outcomes[position])
+        elif position in failures:
+            results.append(failures[position])
+        else:
+            results.append(item)
     return results
 
 

@@ -20,12 +20,13 @@ QUESTION = "What colour is this shape?"
 
 
 class RetrieverRunRecorder(BaseCallbackHandler):
-    """Records the query and metadata of every retriever run."""
+    """Records the query and metadata of every retriever run, and how each run ended."""
 
     def __init__(self) -> None:
         self.queries: list[Any] = []
         self.metadata: list[dict[str, Any]] = []
         self.ended = 0
+        self.errors: list[BaseException] = []
 
     def on_retriever_start(self, serialized: Any, query: Any, *, run_id: UUID, metadata: Any = None, **kwargs: Any) -> None:
         self.queries.append(query)
@@ -33,6 +34,9 @@ class RetrieverRunRecorder(BaseCallbackHandler):
 
     def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self.ended += 1
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self.errors.append(error)
 
 
 @pytest.fixture
@@ -170,6 +174,27 @@ def test_batch_return_exceptions_keeps_good_results(retriever: FLMRRetriever, tm
     assert isinstance(results[1], FileNotFoundError)
 
 
+def test_batch_reports_image_error_to_its_run(retriever: FLMRRetriever, tmp_path: Path) -> None:
+    recorder = RetrieverRunRecorder()
+    results = retriever.batch(
+        ["a star", {"question": "q", "image": str(tmp_path / "gone.png")}], {"callbacks": [recorder]}, return_exceptions=True
+    )
+    assert recorder.ended == 1
+    assert [type(error) for error in recorder.errors] == [FileNotFoundError]
+    assert isinstance(results[1], FileNotFoundError)
+
+
+def test_batch_without_return_exceptions_raises(retriever: FLMRRetriever, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        retriever.batch(["a star", {"question": "q", "image": str(tmp_path / "gone.png")}])
+
+
+async def test_abatch_return_exceptions_keeps_good_results(retriever: FLMRRetriever, tmp_path: Path) -> None:
+    results = await retriever.abatch(["a star", {"question": "q", "image": str(tmp_path / "gone.png")}], return_exceptions=True)
+    assert len(results[0]) == 3
+    assert isinstance(results[1], FileNotFoundError)
+
+
 def test_k_keyword_overrides_field(retriever: FLMRRetriever) -> None:
     assert len(retriever.invoke("a star", k=5)) == 5
 
@@ -220,15 +245,10 @@ def test_input_schema_accepts_dict(retriever: FLMRRetriever) -> None:
 
 
 def test_image_error_is_reported_to_run(retriever: FLMRRetriever, tmp_path: Path) -> None:
-    errors: list[BaseException] = []
-
-    class ErrorRecorder(BaseCallbackHandler):
-        def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-            errors.append(error)
-
+    recorder = RetrieverRunRecorder()
     with pytest.raises(FileNotFoundError):
-        retriever.invoke({"question": QUESTION, "image": str(tmp_path / "gone.png")}, {"callbacks": [ErrorRecorder()]})
-    assert [type(error) for error in errors] == [FileNotFoundError]
+        retriever.invoke({"question": QUESTION, "image": str(tmp_path / "gone.png")}, {"callbacks": [recorder]})
+    assert [type(error) for error in recorder.errors] == [FileNotFoundError]
 
 
 def test_missing_image_path_raises(retriever: FLMRRetriever, tmp_path: Path) -> None:

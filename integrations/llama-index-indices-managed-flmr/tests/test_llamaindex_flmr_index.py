@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 from llama_index.core import Document, StorageContext, load_index_from_storage
-from llama_index.core.schema import ImageDocument, ImageNode, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
 from PIL import Image
+
+import flmr_rag
 
 from llama_index.indices.managed.flmr import FLMRIndex, FLMRMultiModalRetriever, FLMRQueryBundle
 
@@ -201,6 +203,17 @@ def test_missing_node_image_path_raises(preflmr_tiny_path: Path, tmp_path: Path)
     node = ImageNode(id_="lost", image_path=str(tmp_path / "lost.png"), text="caption")
     with pytest.raises(FileNotFoundError, match="lost.png"):
         FLMRIndex(nodes=[node], model=str(preflmr_tiny_path), index_dir=tmp_path / "flmr")
+
+
+def test_given_core_retriever_stays_open(preflmr_tiny_path: Path, tmp_path: Path) -> None:
+    core = flmr_rag.FLMRRetriever.create(tmp_path / "flmr", model=str(preflmr_tiny_path))
+    try:
+        built = FLMRIndex(nodes=[TextNode(id_="only", text="A lone passage.")], retriever=core)
+        assert built.index_dir == core.index_dir
+        built.close()
+        assert [result.id for result in core.search(question="lone", k=1)] == ["only"]
+    finally:
+        core.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ NOTEBOOK = REPO_ROOT / "examples" / "llamaindex_flmr.ipynb"
 
 def test_llamaindex_notebook_executes(preflmr_tiny_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLMR_RAG_MODEL", str(preflmr_tiny_path))
+    # The notebook's temporary folders land under tmp_path, so a failed run leaves nothing behind.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     # The kernel is a separate process; it finds flmr_rag from the repository even when it is not installed.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     notebook = nbformat.read(NOTEBOOK, as_version=4)

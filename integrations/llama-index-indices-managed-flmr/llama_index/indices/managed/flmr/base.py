@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 import threading
-import uuid
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import flmr_rag
 from flmr_rag.types import ImageInput
 
 from ._convert import node_to_document, result_node, with_score
+from ._snapshot import snapshot_directory
 
 if TYPE_CHECKING:
     from .query_engine import FLMRVisualQAQueryEngine
@@ -46,9 +46,6 @@ DEFAULT_MODEL = "LinWeizheDragon/PreFLMR_ViT-L"
 
 # Sub-folder of a persist directory that contains the FLMR index (model reference, embeddings, docstore).
 ARTIFACT_DIRNAME = "flmr_index"
-
-# Written into every FLMR folder that ``persist`` creates, so a later persist may replace it.
-SNAPSHOT_MARKER = ".llama-index-flmr-snapshot"
 
 FLMR_INDEX_STRUCT_TYPE = "flmr"
 
@@ -77,40 +74,6 @@ def _close_and_remove(retriever: Any, folder: str) -> None:
         retriever.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _snapshot_directory(source: Path, target: Path) -> None:
-    """Copy the FLMR folder ``source`` to ``target``, replacing an earlier snapshot only.
-
-    The copy is written beside ``target`` and renamed into place, and an earlier snapshot is
-    removed only after the new one is in place. SQLite shared-memory files (``*-shm``) are
-    skipped because SQLite rebuilds them from the write-ahead log on open.
-
-    NOTE: flmr_rag's docstore records images it stored itself (from bytes or PIL images) by
-    absolute path under ``source/images/``, so those records in the copy still name the source
-    folder. Search does not read them; ``FLMRRetriever.get(id).image`` in the copy does, and
-    this index returns nodes from LlamaIndex's docstore, which keeps its own image data.
-
-    Raises:
-        FileExistsError: ``target`` exists and was not written by ``persist``.
-    """
-    if target.exists() and not (target / SNAPSHOT_MARKER).is_file():
-        raise FileExistsError(
-            f"{target} already exists and was not written by FLMRIndex.persist; "
-            "choose another persist_dir or remove that folder yourself"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("*-shm"))
-    (staging / SNAPSHOT_MARKER).write_text("written by llama-index-indices-managed-flmr\n")
-
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    previous = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
-    os.replace(target, previous)
-    os.replace(staging, target)
-    shutil.rmtree(previous, ignore_errors=True)
 
 
 class FLMRIndex(BaseIndex[FLMRIndexStruct]):
@@ -379,7 +342,7 @@ class FLMRIndex(BaseIndex[FLMRIndexStruct]):
         target = persist_path / ARTIFACT_DIRNAME
         with self._lock:
             if self.index_dir.resolve() != target:
-                _snapshot_directory(self.index_dir, target)
+                snapshot_directory(self.index_dir, target)
             self._index_struct.artifact_dir = str(target)
             self._storage_context.index_store.add_index_struct(self._index_struct)
             self._storage_context.persist(persist_dir=str(persist_path))
