@@ -24,16 +24,19 @@ class UsageError(Exception):
     """Bad command-line usage detected after parsing (exit status 2)."""
 
 
-def _add_common_options(parser: argparse.ArgumentParser) -> None:
+def _add_common_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    # Subcommands repeat -q/-v without defaults, so `flmr-rag -q index ...` and
+    # `flmr-rag index ... -q` both work: a missing option never overwrites the top-level value.
+    default = False if top_level else argparse.SUPPRESS
     verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="print only results and errors; hide progress bars")
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="print debug logs")
+    verbosity.add_argument("-q", "--quiet", action="store_true", default=default, help="print only results and errors; hide progress bars")
+    verbosity.add_argument("-v", "--verbose", action="store_true", default=default, help="print debug logs")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every available subcommand."""
     parser = argparse.ArgumentParser(prog="flmr-rag", description="FLMR / PreFLMR multimodal retrieval for RAG.")
-    _add_common_options(parser)
+    _add_common_options(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         subparser = module.register(subparsers)
-        _add_common_options(subparser)
+        _add_common_options(subparser, top_level=False)
     return parser
 
 
@@ -81,4 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module so that `python -m flmr_rag.cli` raises and catches the
+    # same UsageError class as the commands.
+    from flmr_rag.cli import main as package_main
+
+    sys.exit(package_main())

@@ -90,16 +90,21 @@ def exact_search(snapshot: IndexSnapshot, queries: list[torch.Tensor], k: int, u
     scores = torch.full((len(queries), snapshot.num_rows), float("-inf"), dtype=torch.float32)
     live = snapshot.live_mask()
     row_start = 0
-    for segment in snapshot.segments:
+    for segment_index, segment in enumerate(snapshot.segments):
         segment_rows = np.arange(row_start, row_start + segment.num_documents)
         row_start += segment.num_documents
         for rows in _document_chunks(segment_rows, snapshot.doclens):
-            rows = rows[live[rows]]
-            if len(rows) == 0:
+            if not live[rows].any():
                 continue
-            tokens = snapshot.gather_tokens(snapshot.token_rows(rows), exact=use_originals)
-            best = segment_maxima(flat_queries @ tokens.T, snapshot.doclens[rows])
-            scores[:, rows] = torch.from_numpy(best.reshape(len(queries), longest, len(rows)).sum(axis=1))
+            # Score the chunk's contiguous token range (deleted documents included, dropped below)
+            # because a slice of the memory map is much cheaper than gathering rows.
+            nonempty = rows[snapshot.doclens[rows] > 0]
+            first = int(snapshot.doc_offsets[rows[0]] - snapshot.segment_token_starts[segment_index])
+            last = int(snapshot.doc_offsets[rows[-1] + 1] - snapshot.segment_token_starts[segment_index])
+            tokens = snapshot.token_range(segment_index, first, last, exact=use_originals)
+            best = segment_maxima(flat_queries @ tokens.T, snapshot.doclens[nonempty])
+            scores[:, nonempty] = torch.from_numpy(best.reshape(len(queries), longest, len(nonempty)).sum(axis=1))
+    scores[:, torch.from_numpy(~live)] = float("-inf")
 
     all_rows = np.arange(snapshot.num_rows)
     return [top_k(all_rows, scores[index], k) for index in range(len(queries))]

@@ -176,6 +176,16 @@ class IndexSnapshot:
         """Return the global token rows of ``doc_rows``, document after document."""
         return ragged_ranges(self.doc_offsets[doc_rows], self.doclens[doc_rows])
 
+    def token_range(self, segment_index: int, first: int, last: int, exact: bool) -> torch.Tensor:
+        """Return the segment's local tokens ``first .. last - 1`` as ``[n, dim]`` float32 (originals when ``exact``)."""
+        segment = self.segments[segment_index]
+        if exact:
+            if segment.originals is None:
+                raise ValueError(f"segment {segment.name} keeps no float16 originals, so exact scoring is unavailable")
+            return torch.from_numpy(np.asarray(segment.originals[first:last], dtype=np.float32))
+        assert self.codec is not None
+        return self.codec.decompress(segment.codes[first:last], segment.residuals[first:last])
+
     def gather_tokens(self, token_rows: np.ndarray, exact: bool) -> torch.Tensor:
         """Return ``[len(token_rows), dim]`` float32 tokens: originals when ``exact``, else decompressed.
 

@@ -102,6 +102,7 @@ class FLMRPretrainedIO:
 
             model.image_processor = load_image_processor(folder, config)
         model.config._name_or_path = str(pretrained_model_name_or_path)
+        model.name_or_path = str(pretrained_model_name_or_path)
         model.eval()
         return model
 
