@@ -18,10 +18,8 @@ def snapshot_directory(source: Path, target: Path) -> None:
     removed only after the new one is in place. SQLite shared-memory files (``*-shm``) are
     skipped because SQLite rebuilds them from the write-ahead log on open.
 
-    NOTE: flmr_rag's docstore records images it stored itself (from bytes or PIL images) by
-    absolute path under ``source/images/``, so those records in the copy still name the source
-    folder. Search does not read them; ``FLMRRetriever.get(id).image`` in the copy does, and
-    this index returns nodes from LlamaIndex's docstore, which keeps its own image data.
+    Images that flmr_rag stored itself live in ``images/`` and are recorded relative to the
+    folder, so the copy refers to its own files.
 
     Raises:
         FileExistsError: ``target`` exists and was not written by ``persist``.
