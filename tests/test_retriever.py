@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from flmr_rag.models import FLMRModelForRetrieval
 from flmr_rag.data import read_corpus
 from flmr_rag.docstore import StoredDocument
 from flmr_rag.retriever import DOCSTORE_FILE, SETTINGS_FILE, FLMRRetriever
@@ -402,9 +403,17 @@ def test_create_from_instance_with_model_path(tmp_path: Path, preflmr_tiny_path:
         assert created.settings["model"] == str(preflmr_tiny_path.resolve())
 
 
-def test_create_from_instance_saves_model(tmp_path: Path, shared: FLMRRetriever) -> None:
+def test_create_from_instance_references_its_folder(tmp_path: Path, preflmr_tiny_path: Path, shared: FLMRRetriever) -> None:
+    with FLMRRetriever.create(tmp_path / "referenced", model=shared.model) as created:
+        assert created.settings["model"] == str(preflmr_tiny_path.resolve())
+    assert not (tmp_path / "referenced" / "model").exists()
+
+
+def test_create_from_instance_saves_model(tmp_path: Path, preflmr_tiny_path: Path, shared: FLMRRetriever) -> None:
     processor = shared.encoder.image_processor
-    with FLMRRetriever.create(tmp_path / "saved", model=shared.model, image_processor=processor) as created:
+    model = FLMRModelForRetrieval.from_pretrained(preflmr_tiny_path)
+    model.name_or_path = ""  # an instance built in memory has no checkpoint folder
+    with FLMRRetriever.create(tmp_path / "saved", model=model, image_processor=processor) as created:
         created.add([Document(id="a", text="Saved with the index.")])
     assert (tmp_path / "saved" / "model" / "config.json").is_file()
     with FLMRRetriever.open(tmp_path / "saved") as reopened:

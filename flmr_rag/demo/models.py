@@ -29,6 +29,8 @@ class RetrieverRecipe:
         image_size, patch_size, vision_hidden_size, vision_intermediate_size,
         vision_layers, vision_heads: the CLIP vision tower.
         dim: late-interaction dimension; query_maxlen: query tokens.
+        separate_text_encoders: give queries and passages their own MiniLM copy and linear
+            (PreFLMR layout) instead of one shared pair (FLMR layout).
         steps, batch_size, learning_rate, warmup_steps: training budget (AdamW; the same rate
             for the mapping networks and the vision tower, the text encoder stays frozen).
         seed: fixes initialisation, batch order and dropout.
@@ -42,6 +44,7 @@ class RetrieverRecipe:
     vision_heads: int = 4
     dim: int = 128
     query_maxlen: int = 32
+    separate_text_encoders: bool = False
     steps: int = 800
     batch_size: int = 128
     learning_rate: float = 1e-3
@@ -104,7 +107,7 @@ def build_retriever_model(recipe: RetrieverRecipe):
         mapping_network_prefix_length=32,
         use_vision_encoder=True,
         use_transformer_mapping_network=False,
-        separate_query_and_context_text_encoder=False,
+        separate_query_and_context_text_encoder=recipe.separate_text_encoders,
         mask_instruction_token=":",
         vision_model_version="",
     )
@@ -115,9 +118,11 @@ def build_retriever_model(recipe: RetrieverRecipe):
     model = FLMRModelForRetrieval(config, query_tokenizer=query_tokenizer, context_tokenizer=context_tokenizer)
 
     weights = {name: tensor for name, tensor in load_file(folder / "model.safetensors").items() if not name.endswith("position_ids")}
-    missing, unexpected = model.query_text_encoder.bert_model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"MiniLM weights in {folder} do not fit the text encoder: missing {missing}, unexpected {unexpected}")
+    encoders = {id(model.query_text_encoder): model.query_text_encoder, id(model.context_text_encoder): model.context_text_encoder}
+    for encoder in encoders.values():
+        missing, unexpected = encoder.bert_model.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"MiniLM weights in {folder} do not fit the text encoder: missing {missing}, unexpected {unexpected}")
     model.image_processor = clip_image_processor(recipe.image_size)
     model.eval()
     return model

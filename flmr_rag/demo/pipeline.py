@@ -60,10 +60,11 @@ class DemoSettings:
 
 FULL_SETTINGS = DemoSettings()
 QUICK_SETTINGS = DemoSettings(
-    retriever=RetrieverRecipe(steps=120, batch_size=64),
-    reader=ReaderRecipe(steps=250),
-    max_test_questions=300,
-    heldout_images=30,
+    retriever=RetrieverRecipe(steps=100),
+    reader=ReaderRecipe(steps=150),
+    max_test_questions=200,
+    heldout_images=20,
+    report_examples=4,
 )
 
 
@@ -80,8 +81,18 @@ class DemoResult:
     folders: dict[str, str]
 
 
-def run_demo(settings: DemoSettings = FULL_SETTINGS, cache_dir: str | os.PathLike | None = None, retrain: bool = False) -> DemoResult:
-    """Run the whole demo and return its metrics; trains only what the cache lacks (or everything with ``retrain``)."""
+def run_demo(
+    settings: DemoSettings = FULL_SETTINGS,
+    cache_dir: str | os.PathLike | None = None,
+    retrain: bool = False,
+    parallel_training: bool = False,
+) -> DemoResult:
+    """Run the whole demo and return its metrics.
+
+    Trains only what the cache lacks (everything with ``retrain``). With ``parallel_training``
+    the reader trains in a separate process on one CPU thread while this process trains the
+    retriever, which on a small CPU finishes sooner than two trainings in turn.
+    """
     from flmr_rag.generation import AnswerGenerator
     from flmr_rag.retriever import FLMRRetriever
 
@@ -101,9 +112,15 @@ def run_demo(settings: DemoSettings = FULL_SETTINGS, cache_dir: str | os.PathLik
 
     timings["load data"] = time.perf_counter() - clock
 
+    reader_worker = None
+    if parallel_training and not _cached_folder(root, reader_key(settings), retrain)[1]:
+        reader_worker = ReaderWorker(settings, root, retrain)
     retriever_folder, retriever_cached, retriever_seconds = ensure_retriever(settings, root, retrain, train_data)
     timings["train retriever"] = retriever_seconds
-    reader_folder, reader_cached, reader_seconds = ensure_reader(settings, root, retrain, train_data)
+    if reader_worker is not None:
+        reader_folder, reader_cached, reader_seconds = reader_worker.join()
+    else:
+        reader_folder, reader_cached, reader_seconds = ensure_reader(settings, root, retrain, train_data)
     timings["train reader"] = reader_seconds
 
     with tempfile.TemporaryDirectory(prefix="flmr-rag-demo-index-") as index_dir:
@@ -205,12 +222,47 @@ def ensure_retriever(settings: DemoSettings, root: Path, retrain: bool, train_da
     return folder, False, time.perf_counter() - clock
 
 
+def reader_key(settings: DemoSettings) -> str:
+    """Return the cache key of the reader recipe."""
+    return recipe_key("reader", asdict(settings.reader), {"passages": [d.text for d in knowledge_base()]})
+
+
+class ReaderWorker:
+    """Trains the reader in a child process (one CPU thread) while the caller does other work."""
+
+    def __init__(self, settings: DemoSettings, root: Path, retrain: bool) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.results = context.Queue()
+        self.process = context.Process(target=_train_reader_in_worker, args=(settings, str(root), retrain, self.results), daemon=True)
+        self.process.start()
+        logger.info("training the reader in worker process %d", self.process.pid)
+
+    def join(self) -> tuple[Path, bool, float]:
+        """Wait for the worker and return ``(folder, cached, seconds)``; raises RuntimeError if it failed."""
+        self.process.join()
+        if self.process.exitcode != 0:
+            raise RuntimeError(f"reader training failed in worker process {self.process.pid} (exit code {self.process.exitcode}); run the demo with --verbose to see its log")
+        folder, cached, seconds = self.results.get(timeout=10)
+        return Path(folder), cached, seconds
+
+
+def _train_reader_in_worker(settings: DemoSettings, root: str, retrain: bool, results) -> None:
+    from flmr_rag.progress import set_progress_enabled
+
+    torch.set_num_threads(1)
+    set_progress_enabled(False)
+    folder, cached, seconds = ensure_reader(settings, Path(root), retrain, lambda: load_split("train"))
+    results.put((str(folder), cached, seconds))
+
+
 def ensure_reader(settings: DemoSettings, root: Path, retrain: bool, train_data) -> tuple[Path, bool, float]:
     """Return ``(folder, cached, seconds)`` of the trained reader, training it when needed."""
     from flmr_rag.demo.knowledge_base import passage_text
 
     recipe = settings.reader
-    key = recipe_key("reader", asdict(recipe), {"passages": [d.text for d in knowledge_base()]})
+    key = reader_key(settings)
     folder, cached = _cached_folder(root, key, retrain)
     if cached:
         return folder, True, 0.0
