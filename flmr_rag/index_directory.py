@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,6 +123,106 @@ def load_model_and_processor(reference: str, index_dir: Path, device: str | None
     model = FLMRModelForRetrieval.from_pretrained(str(folder), torch_dtype=torch_dtype)
     model = model.to(device=torch_device, dtype=torch_dtype).eval()
     return model, load_image_processor(folder, model.config)
+
+
+def check_new_index_directory(directory: Path) -> None:
+    """Raise FileExistsError unless ``directory`` is missing or empty."""
+    if (directory / SETTINGS_FILE).exists():
+        stored = read_settings(directory).get("model")
+        raise FileExistsError(
+            f"{directory} already contains an index built with model {stored!r}; open it with "
+            "FLMRRetriever.open (or `flmr-rag add`), or choose a new directory"
+        )
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"index directory {directory} is not empty; choose a new or empty directory")
+
+
+def load_model_for_new_index(
+    model: Any,
+    directory: Path,
+    device: str | None,
+    dtype: str | None,
+    image_processor: Any,
+    model_path: str | os.PathLike[str] | None,
+) -> tuple[str, Any, Any]:
+    """Return the reference to store for ``model``, the model in eval mode and its image processor.
+
+    ``model`` is a hub id, a checkpoint folder (stored as its absolute path) or an
+    ``FLMRModelForRetrieval`` instance (see :func:`reference_of_instance`).
+
+    Raises:
+        FileNotFoundError, ValueError: the model folder is missing or not an FLMR checkpoint.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        reference = str(model)
+        if is_local_reference(reference):
+            check_model_folder(Path(reference).expanduser())
+            reference = str(Path(reference).expanduser().resolve())
+        loaded, processor = load_model_and_processor(reference, directory, device, dtype)
+        return reference, loaded, processor
+
+    loaded = model.eval()
+    reference, processor = reference_of_instance(model, directory, image_processor, model_path)
+    return reference, loaded, processor
+
+
+def reference_of_instance(
+    model: Any, directory: Path, image_processor: Any, model_path: str | os.PathLike[str] | None
+) -> tuple[str, Any]:
+    """Return the reference and image processor for a model instance.
+
+    The reference is ``model_path``, else the model's ``name_or_path`` when that is a checkpoint
+    folder. Otherwise the model and its processor are saved into ``directory/model/`` and the
+    reference is ``"model"``.
+    """
+    from flmr_rag.models import load_image_processor
+
+    if model_path is not None:
+        source = Path(model_path).expanduser()
+        check_model_folder(source)
+    else:
+        source = Path(str(getattr(model, "name_or_path", "") or ""))
+    if str(source) not in ("", ".") and (source / "config.json").is_file():
+        check_model_folder(source)
+        processor = image_processor or load_image_processor(source, model.config)
+        return str(source.resolve()), processor
+
+    target = directory / MODEL_FOLDER
+    model.save_pretrained(str(target))
+    processor = image_processor or load_image_processor(None, model.config)
+    processor.save_pretrained(str(target))
+    logger.info("saved the in-memory model into %s", target)
+    return MODEL_FOLDER, processor
+
+
+def remove_partial_index(directory: Path, existed: bool) -> None:
+    """Remove what a failed create wrote: the whole directory when it did not exist before,
+    else only the index files inside it."""
+    if not existed:
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    for name in (INDEX_FOLDER, IMAGES_FOLDER, MODEL_FOLDER):
+        shutil.rmtree(directory / name, ignore_errors=True)
+    for name in (DOCSTORE_FILE, f"{DOCSTORE_FILE}-wal", f"{DOCSTORE_FILE}-shm"):
+        (directory / name).unlink(missing_ok=True)
+
+
+def check_requested_model(stored: str, requested: str | os.PathLike[str] | None, index_dir: Path) -> None:
+    """Raise ValueError when ``requested`` is given and names another model than ``stored``."""
+    if requested is not None and not same_model(stored, str(requested), index_dir):
+        raise ValueError(
+            f"index {index_dir} was built with model {stored!r}, not {str(requested)!r}; "
+            f"open it with --model {stored} (or without --model), or build a new index for the other model"
+        )
+
+
+def check_model_dim(index_dir: Path, settings: dict[str, Any], model: Any) -> None:
+    """Raise ValueError when ``model`` produces another embedding dim than the index stores."""
+    if int(model.config.dim) != int(settings["dim"]):
+        raise ValueError(
+            f"index {index_dir} has dim {settings['dim']}, but model {str(settings['model'])!r} now produces dim "
+            f"{model.config.dim}; rebuild the index with this model"
+        )
 
 
 @contextmanager

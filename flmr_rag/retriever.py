@@ -18,54 +18,39 @@ documents added by another process become visible after the directory is opened 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import logging
 import os
-import shutil
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from flmr_rag.data.rows import check_image
-from flmr_rag.docstore import DocumentStore, StoredDocument, encode_png
-from flmr_rag.encoding import DEFAULT_INSTRUCTIONS, FLMREncoder, Query
+from flmr_rag.docstore import DocumentStore, StoredDocument
+from flmr_rag.encoding import FLMREncoder, Query
 from flmr_rag.index_directory import (
     DEFAULT_MODEL,
     DOCSTORE_FILE,
     IMAGES_FOLDER,
     INDEX_FOLDER,
-    MODEL_FOLDER,
     SETTINGS_FILE,
     SETTINGS_FORMAT,
     SETTINGS_VERSION,
-    check_model_folder,
-    is_local_reference,
+    check_model_dim,
+    check_new_index_directory,
+    check_requested_model,
     load_model_and_processor,
+    load_model_for_new_index,
     read_settings,
-    same_model,
+    remove_partial_index,
     write_json_atomic,
     writer_lock,
 )
 from flmr_rag.progress import progress
+from flmr_rag.retriever_inputs import normalize_instructions, parse_query, prepare_document
 from flmr_rag.types import Document, ImageInput, SearchResult
 
 logger = logging.getLogger(__name__)
-
-def _normalize_instructions(instruction: str | Mapping[str, str] | None) -> dict[str, str] | None:
-    if instruction is None:
-        return None
-    if isinstance(instruction, str):
-        return dict.fromkeys(DEFAULT_INSTRUCTIONS, instruction)
-    unknown = set(instruction) - set(DEFAULT_INSTRUCTIONS)
-    if unknown:
-        raise ValueError(f"unknown query kinds {sorted(unknown)} in instruction; use {sorted(DEFAULT_INSTRUCTIONS)}")
-    return dict(instruction)
 
 
 class FLMRRetriever:
@@ -147,32 +132,17 @@ class FLMRRetriever:
         from flmr_rag.index import MultiVectorIndex
 
         directory = Path(index_dir)
-        if (directory / SETTINGS_FILE).exists():
-            stored = read_settings(directory).get("model")
-            raise FileExistsError(
-                f"{directory} already contains an index built with model {stored!r}; open it with "
-                "FLMRRetriever.open (or `flmr-rag add`), or choose a new directory"
-            )
-        if directory.exists() and any(directory.iterdir()):
-            raise FileExistsError(f"index directory {directory} is not empty; choose a new or empty directory")
+        check_new_index_directory(directory)
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        instructions = _normalize_instructions(instruction)
+        instructions = normalize_instructions(instruction)
 
         existed = directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
         try:
-            if isinstance(model, (str, os.PathLike)):
-                reference = str(model)
-                if is_local_reference(reference):
-                    check_model_folder(Path(reference).expanduser())
-                    reference = str(Path(reference).expanduser().resolve())
-                loaded, processor = load_model_and_processor(reference, directory, device, dtype)
-            else:
-                loaded = model.eval()
-                reference, processor = cls._reference_of_instance(model, directory, image_processor, model_path)
+            reference, loaded, processor = load_model_for_new_index(model, directory, device, dtype, image_processor, model_path)
 
             dim = int(loaded.config.dim)
             index = MultiVectorIndex.create(directory / INDEX_FOLDER, dim=dim, nbits=nbits)
@@ -190,39 +160,10 @@ class FLMRRetriever:
             # The settings file marks the directory as a complete index, so it is written last.
             write_json_atomic(directory / SETTINGS_FILE, settings)
         except BaseException:
-            if not existed:
-                shutil.rmtree(directory, ignore_errors=True)
-                raise
-            for name in (INDEX_FOLDER, IMAGES_FOLDER, MODEL_FOLDER):
-                shutil.rmtree(directory / name, ignore_errors=True)
-            for name in (DOCSTORE_FILE, f"{DOCSTORE_FILE}-wal", f"{DOCSTORE_FILE}-shm"):
-                (directory / name).unlink(missing_ok=True)
+            remove_partial_index(directory, existed)
             raise
         logger.info("created index %s for model %s (dim %d, nbits %d)", directory, reference, dim, nbits)
         return retriever
-
-    @staticmethod
-    def _reference_of_instance(
-        model: Any, directory: Path, image_processor: Any, model_path: str | os.PathLike[str] | None
-    ) -> tuple[str, Any]:
-        from flmr_rag.models import load_image_processor
-
-        if model_path is not None:
-            source = Path(model_path).expanduser()
-            check_model_folder(source)
-        else:
-            source = Path(str(getattr(model, "name_or_path", "") or ""))
-        if str(source) not in ("", ".") and (source / "config.json").is_file():
-            check_model_folder(source)
-            processor = image_processor or load_image_processor(source, model.config)
-            return str(source.resolve()), processor
-
-        target = directory / MODEL_FOLDER
-        model.save_pretrained(str(target))
-        processor = image_processor or load_image_processor(None, model.config)
-        processor.save_pretrained(str(target))
-        logger.info("saved the in-memory model into %s", target)
-        return MODEL_FOLDER, processor
 
     @classmethod
     def open(
@@ -253,19 +194,11 @@ class FLMRRetriever:
         directory = Path(index_dir)
         settings = read_settings(directory)
         stored = str(settings["model"])
-        if model is not None and not same_model(stored, str(model), directory):
-            raise ValueError(
-                f"index {directory} was built with model {stored!r}, not {str(model)!r}; "
-                f"open it with --model {stored} (or without --model), or build a new index for the other model"
-            )
+        check_requested_model(stored, model, directory)
         if not load_model:
             return cls(directory, settings, None, None, MultiVectorIndex.open(directory / INDEX_FOLDER))
         loaded, processor = load_model_and_processor(stored, directory, device, dtype)
-        if int(loaded.config.dim) != int(settings["dim"]):
-            raise ValueError(
-                f"index {directory} has dim {settings['dim']}, but model {stored!r} now produces dim "
-                f"{loaded.config.dim}; rebuild the index with this model"
-            )
+        check_model_dim(directory, settings, loaded)
         if batch_size is not None:
             settings = {**settings, "batch_size": batch_size}
         index = MultiVectorIndex.open(directory / INDEX_FOLDER)
@@ -305,7 +238,7 @@ class FLMRRetriever:
         rows: list[StoredDocument] = []
         pngs: dict[int, bytes] = {}
         for offset, document in enumerate(documents):
-            row, png = self._prepare(document, position + offset)
+            row, png = prepare_document(document, position + offset, self._store.images_dir)
             rows.append(row)
             if png is not None:
                 pngs[offset] = png
@@ -326,47 +259,6 @@ class FLMRRetriever:
             raise
         self._store.commit(ids)
         return ids
-
-    def _prepare(self, document: Document, position: int) -> tuple[StoredDocument, bytes | None]:
-        if isinstance(document, Mapping):
-            document = Document(**document)
-        if not isinstance(document, Document):
-            raise TypeError(f"document {position} is a {type(document).__name__}; pass flmr_rag.Document objects")
-        doc_id = uuid.uuid4().hex if document.id is None else document.id
-        if isinstance(doc_id, int):
-            doc_id = str(doc_id)
-        if not isinstance(doc_id, str) or not doc_id:
-            raise ValueError(f"document {position} has id {document.id!r}; ids must be non-empty strings")
-        text = document.text or ""
-        if not isinstance(text, str):
-            raise TypeError(f"document {doc_id!r} has text of type {type(text).__name__}; pass a str")
-        if not text.strip() and document.image is None:
-            raise ValueError(f"document {doc_id!r} has neither text nor an image; give it at least one")
-        try:
-            json.dumps(document.metadata)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"document {doc_id!r} has metadata that JSON cannot store ({error}); use str, numbers, lists and dicts") from error
-
-        image_path, png = self._stored_image(document.image, doc_id)
-        return StoredDocument(doc_id, text, dict(document.metadata), image_path), png
-
-    def _stored_image(self, image: ImageInput | None, doc_id: str) -> tuple[str | None, bytes | None]:
-        if image is None:
-            return None, None
-        if isinstance(image, (str, Path)):
-            path = Path(image).expanduser().resolve()
-            try:
-                check_image(path)
-            except ValueError as error:
-                raise ValueError(f"document {doc_id!r}: {error}") from error
-            return str(path), None
-        if isinstance(image, (bytes, bytearray, Image.Image)):
-            try:
-                png = encode_png(image)
-            except ValueError as error:
-                raise ValueError(f"document {doc_id!r}: {error}") from error
-            return str(self._store.images_dir / f"{hashlib.sha256(png).hexdigest()}.png"), png
-        raise TypeError(f"document {doc_id!r} has an image of type {type(image).__name__}; pass a path, PIL image or bytes")
 
     def delete(self, ids: str | Iterable[str]) -> int:
         """Remove documents from the index and the docstore; return how many existed (unknown ids are ignored)."""
@@ -416,7 +308,7 @@ class FLMRRetriever:
         encoder = self._require_encoder()
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        parsed = [self._parse_query(query, position) for position, query in enumerate(queries)]
+        parsed = [parse_query(query, position) for position, query in enumerate(queries)]
         if not parsed:
             return []
         size = len(self)
@@ -432,17 +324,6 @@ class FLMRRetriever:
         # exact=None lets the index choose exhaustive scoring for small collections.
         hits = self._index.search(embeddings.numpy(), k=min(k, size), exact=True if exact else None)
         return [self._results(ids, scores) for ids, scores in hits]
-
-    @staticmethod
-    def _parse_query(query: Mapping[str, Any] | Query, position: int) -> Query:
-        if isinstance(query, Query):
-            return query
-        if not isinstance(query, Mapping):
-            raise TypeError(f"query {position} is a {type(query).__name__}; pass a dict with question, image and instruction keys")
-        unknown = set(query) - {"question", "image", "instruction"}
-        if unknown:
-            raise ValueError(f"query {position} has unknown keys {sorted(unknown)}; use question, image and instruction")
-        return Query(**query)
 
     def _results(self, ids: Sequence[str], scores: Sequence[float]) -> list[SearchResult]:
         stored = self._store.get_many(list(ids))

@@ -114,7 +114,7 @@ def quick_demo(tmp_path_factory) -> dict:
     cache = folder / "cache"
     command = [
         sys.executable, "-c", "import sys; from flmr_rag.cli import main; sys.exit(main())",
-        "demo", "--quick", "--json", str(folder / "metrics.json"), "--report", str(folder / "report.html"),
+        "demo", "--quick", "--threads", "1", "--json", str(folder / "metrics.json"), "--report", str(folder / "report.html"),
     ]
     completed = subprocess.run(command, cwd=folder, env=offline_environment(cache), capture_output=True, text=True, timeout=900)
     return {"folder": folder, "cache": cache, "completed": completed}
@@ -160,6 +160,7 @@ def test_walkthrough_notebook_runs(quick_demo):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     environment = offline_environment(quick_demo["cache"])
     environment["FLMR_RAG_DEMO_QUICK"] = "1"
+    environment["FLMR_RAG_THREADS"] = "1"
     previous = dict(os.environ)
     os.environ.update(environment)
     try:

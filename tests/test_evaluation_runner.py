@@ -6,13 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import BertTokenizer, T5Config, T5ForConditionalGeneration
 
 from flmr_rag.cli import main
 from flmr_rag.evaluation import evaluate, exact_match, format_table, read_dataset, vqa_score
 from flmr_rag.evaluation.runner import EvaluationExample, effective_ks
-from flmr_rag.types import Document
 
 PASSAGES = {
     "circle": "A circle is a round shape; this one is red.",
@@ -32,21 +29,8 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def index_dir(preflmr_tiny_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from flmr_rag.retriever import FLMRRetriever
-
-    directory = tmp_path_factory.mktemp("eval") / "index"
-    with FLMRRetriever.create(directory, model=str(preflmr_tiny_path), device="cpu") as retriever:
-        retriever.add([Document(id=key, text=text) for key, text in PASSAGES.items()], show_progress=False)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def retriever(index_dir: Path):
-    from flmr_rag.retriever import FLMRRetriever
-
-    with FLMRRetriever.open(index_dir, device="cpu") as opened:
-        yield opened
+def index_dir(build_text_index) -> Path:
+    return build_text_index("eval", PASSAGES)
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +44,8 @@ def dataset(preflmr_tiny_path: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="module")
-def generator_folder(preflmr_tiny_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tokenizer = BertTokenizer.from_pretrained(str(preflmr_tiny_path / "query_tokenizer"))
-    torch.manual_seed(0)
-    config = T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-        decoder_start_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    folder = tmp_path_factory.mktemp("reader") / "t5-bert-vocab"
-    T5ForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+def generator_folder(build_tiny_t5) -> Path:
+    return build_tiny_t5("t5-bert-vocab", seed=0)
 
 
 def single_search_rankings(retriever, examples: list[EvaluationExample]) -> list[list[str]]:

@@ -6,12 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import BertTokenizer, T5Config, T5ForConditionalGeneration
 
 from flmr_rag.cli import main
 from flmr_rag.generation import AnswerGenerator, answer_question
-from flmr_rag.types import Document
 
 PASSAGES = {
     "circle": "A circle is a round shape; this one is red.",
@@ -23,35 +20,13 @@ QUESTION = "What colour is the circle?"
 
 
 @pytest.fixture(scope="module")
-def index_dir(preflmr_tiny_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from flmr_rag.retriever import FLMRRetriever
-
-    directory = tmp_path_factory.mktemp("rag") / "index"
-    with FLMRRetriever.create(directory, model=str(preflmr_tiny_path), device="cpu") as retriever:
-        retriever.add([Document(id=key, text=text) for key, text in PASSAGES.items()], show_progress=False)
-    return directory
+def index_dir(build_text_index) -> Path:
+    return build_text_index("rag", PASSAGES)
 
 
 @pytest.fixture(scope="module")
-def retriever(index_dir: Path):
-    from flmr_rag.retriever import FLMRRetriever
-
-    with FLMRRetriever.open(index_dir, device="cpu") as opened:
-        yield opened
-
-
-@pytest.fixture(scope="module")
-def generator_folder(preflmr_tiny_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tokenizer = BertTokenizer.from_pretrained(str(preflmr_tiny_path / "query_tokenizer"))
-    torch.manual_seed(4)
-    config = T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-        decoder_start_token_id=0, eos_token_id=tokenizer.sep_token_id, pad_token_id=0,
-    )  # fmt: skip
-    folder = tmp_path_factory.mktemp("reader") / "t5"
-    T5ForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+def generator_folder(build_tiny_t5) -> Path:
+    return build_tiny_t5("t5", seed=4)
 
 
 @pytest.fixture(scope="module")

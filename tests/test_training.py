@@ -257,6 +257,31 @@ def test_trainer_evaluates_recall(problem, tmp_path):
     assert 0.0 <= result.evaluations[-1]["recall@1"] <= result.evaluations[-1]["recall@2"] <= 1.0
 
 
+def test_trainer_bfloat16_autocast_runs(problem, tmp_path):
+    model = build_tiny_model(problem["vocab"])
+    result = ContrastiveTrainer(model, problem["passages"], problem["examples"], make_config(tmp_path / "run", max_steps=3, bf16=True)).train()
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_trainer_gradient_checkpointing_matches_plain(problem, tmp_path):
+    plain = build_tiny_model(problem["vocab"])
+    ContrastiveTrainer(plain, problem["passages"], problem["examples"], make_config(tmp_path / "a", max_steps=2)).train()
+    checkpointed = build_tiny_model(problem["vocab"])
+    config = make_config(tmp_path / "b", max_steps=2, gradient_checkpointing=True)
+    ContrastiveTrainer(checkpointed, problem["passages"], problem["examples"], config).train()
+    for name, tensor in plain.state_dict().items():
+        torch.testing.assert_close(checkpointed.state_dict()[name], tensor, rtol=0, atol=1e-5, msg=name)
+
+
+def test_trainer_cached_text_encoders_match_uncached(problem, tmp_path):
+    runs = []
+    for name, cache in (("plain", False), ("cached", True)):
+        model = build_tiny_model(problem["vocab"])
+        config = make_config(tmp_path / name, max_steps=3, train_text_encoders=False, cache_frozen_text_encoders=cache)
+        runs.append(ContrastiveTrainer(model, problem["passages"], problem["examples"], config).train().losses)
+    assert runs[1] == pytest.approx(runs[0], abs=1e-5)
+
+
 class Interrupted(Exception):
     pass
 
@@ -336,3 +361,39 @@ def test_text_cache_rejects_trainable_encoder(problem):
     with pytest.raises(ValueError, match="is being trained"):
         with cached_text_encoders(model, FrozenTextEncoderCache()):
             pass
+
+
+# ----------------------------------------------------------------- command line
+
+
+def test_train_command_writes_loadable_model(problem, tmp_path, capsys):
+    from flmr_rag.cli import main
+
+    start = tmp_path / "start"
+    build_tiny_model(problem["vocab"]).save_pretrained(start)
+    clip_image_processor(32).save_pretrained(start)
+    output = tmp_path / "out"
+    status = main([
+        "train", str(problem["folder"] / "train.jsonl"), "--passages", str(problem["folder"] / "passages.jsonl"),
+        "--model", str(start), "--output", str(output), "--steps", "3", "--batch-size", "4",
+        "--eval", str(problem["folder"] / "train.jsonl"), "--device", "cpu", "--quiet",
+    ])
+    assert status == 0
+    assert "recall@1" in capsys.readouterr().out
+    assert FLMRModelForRetrieval.from_pretrained(output).config.dim == 16
+
+
+def test_train_command_bad_steps_is_usage_error(problem, tmp_path):
+    from flmr_rag.cli import main
+
+    status = main(["train", str(problem["folder"] / "train.jsonl"), "--passages", "p.jsonl", "--output", str(tmp_path), "--steps", "0"])
+    assert status == 2
+
+
+def test_train_command_bad_row_fails_with_line(problem, tmp_path, capsys):
+    from flmr_rag.cli import main
+
+    bad = write_lines(tmp_path / "bad.jsonl", ['{"question": "q", "positive_ids": ["purple"]}'])
+    status = main(["train", str(bad), "--passages", str(problem["folder"] / "passages.jsonl"), "--output", str(tmp_path / "o")])
+    assert status == 1
+    assert "bad.jsonl:1" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from flmr_rag.cli import UsageError
+from flmr_rag.commands.generation_options import add_generation_options, load_generator
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,10 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--generator", required=True, metavar="MODEL", help="generator hub id or local folder (T5, causal LM, BLIP-2, ...)")
     parser.add_argument("-k", type=int, default=5, help="passages to retrieve and answer from (default: 5)")
     parser.add_argument("--instruction", help="query instruction for the retriever (default: the index's)")
-    parser.add_argument("--selection", choices=("joint", "majority"), default="joint", help="how to choose the final answer (default: joint)")
-    parser.add_argument("--sum-log-probs", action="store_true", help="score answers by summed instead of mean token log-probability")
-    parser.add_argument("--num-beams", type=int, default=5, help="beam search width per passage (default: 5)")
-    parser.add_argument("--max-new-tokens", type=int, default=10, help="maximum answer length in tokens (default: 10)")
+    add_generation_options(parser, selection_help="how to choose the final answer (default: joint)")
     parser.add_argument("--caption", help="an image caption to put in the prompt")
     parser.add_argument("--exact", action="store_true", help="score every document exactly instead of the approximate search")
     parser.add_argument("--device", help="device for both models, e.g. cpu or cuda (default: CUDA when available)")
@@ -45,18 +43,10 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.index).is_dir():
         raise UsageError(f"index directory {args.index} does not exist; build one with `flmr-rag index`")
 
-    from flmr_rag.generation import AnswerGenerator, answer_question
+    from flmr_rag.generation import answer_question
     from flmr_rag.retriever import FLMRRetriever
 
-    generator = AnswerGenerator.from_pretrained(
-        args.generator,
-        device=args.device,
-        dtype=args.dtype,
-        num_beams=args.num_beams,
-        max_new_tokens=args.max_new_tokens,
-        length_normalize=not args.sum_log_probs,
-        selection=args.selection,
-    )
+    generator = load_generator(args)
     with FLMRRetriever.open(args.index, device=args.device, dtype=args.dtype) as retriever:
         answer = answer_question(
             retriever,

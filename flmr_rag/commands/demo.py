@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 DEFAULT_REPORT_DIR = Path("flmr-rag-demo")
@@ -24,9 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="PATH", help="also write the metrics as JSON to PATH")
     parser.add_argument("--report", metavar="PATH", help=f"HTML report path (default: {DEFAULT_REPORT_DIR}/report.html)")
     parser.add_argument("--cache-dir", metavar="DIR", help="folder for the trained models (default: $FLMR_RAG_CACHE, else $XDG_CACHE_HOME/flmr-rag, else ~/.cache/flmr-rag)")
-    parser.add_argument("--retrain", action="store_true", help="train again even when the cache holds the models")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads of the main process (default: CPU count minus one, at least 1)")
-    parser.add_argument("--sequential", action="store_true", help="train the reader after the retriever instead of in a parallel worker process")
+    parser.add_argument("--retrain", action="store_true", help="train again even when the cache contains the models")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--parallel-training", action="store_true", help="train the reader in a worker process (one thread) while the retriever trains")
     parser.set_defaults(func=run)
     return parser
 
@@ -38,14 +37,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     import torch
 
-    # The reader trains in a worker process on one thread, so the retriever gets the other cores.
-    threads = args.threads if args.threads is not None else max((os.cpu_count() or 2) - (0 if args.sequential else 1), 1)
-    torch.set_num_threads(threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     from flmr_rag.demo.pipeline import FULL_SETTINGS, QUICK_SETTINGS, run_demo
     from flmr_rag.demo.report import format_table, write_html, write_json
 
-    result = run_demo(QUICK_SETTINGS if args.quick else FULL_SETTINGS, cache_dir=args.cache_dir, retrain=args.retrain, parallel_training=not args.sequential)
+    result = run_demo(QUICK_SETTINGS if args.quick else FULL_SETTINGS, cache_dir=args.cache_dir, retrain=args.retrain, parallel_training=args.parallel_training)
     print(format_table(result))
 
     report = Path(args.report) if args.report else DEFAULT_REPORT_DIR / "report.html"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flmr_rag.cli import UsageError
+from flmr_rag.commands.generation_options import add_generation_options, load_generator
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,10 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16, help="queries encoded together (default: 16)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N rows")
     parser.add_argument("--exact", action="store_true", help="score every document exactly instead of the approximate search")
-    parser.add_argument("--selection", choices=("joint", "majority"), default="joint", help="how to choose each final answer (default: joint)")
-    parser.add_argument("--sum-log-probs", action="store_true", help="score answers by summed instead of mean token log-probability")
-    parser.add_argument("--num-beams", type=int, default=5, help="beam search width per passage (default: 5)")
-    parser.add_argument("--max-new-tokens", type=int, default=10, help="maximum answer length in tokens (default: 10)")
+    add_generation_options(parser, selection_help="how to choose each final answer (default: joint)")
     parser.add_argument("--device", help="device for the models, e.g. cpu or cuda (default: CUDA when available)")
     parser.add_argument("--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on CUDA)")
     parser.add_argument("--json", metavar="PATH", help="also write the full result, predictions included, to this JSON file")
@@ -67,19 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from flmr_rag.retriever import FLMRRetriever
 
     examples = read_dataset(args.dataset, limit=args.limit)
-    generator = None
-    if args.generator:
-        from flmr_rag.generation import AnswerGenerator
-
-        generator = AnswerGenerator.from_pretrained(
-            args.generator,
-            device=args.device,
-            dtype=args.dtype,
-            num_beams=args.num_beams,
-            max_new_tokens=args.max_new_tokens,
-            length_normalize=not args.sum_log_probs,
-            selection=args.selection,
-        )
+    generator = load_generator(args) if args.generator else None
 
     with FLMRRetriever.open(args.index, device=args.device, dtype=args.dtype) as retriever:
         result = evaluate(

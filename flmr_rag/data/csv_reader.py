@@ -14,6 +14,7 @@ from flmr_rag.data.rows import (
     RowConverter,
     check_corpus_file,
     convert_rows,
+    utf8_required,
 )
 from flmr_rag.types import Document
 
@@ -45,7 +46,7 @@ def read_csv(
 
 
 def _rows(path: Path, delimiter: str, converter: RowConverter) -> Iterator[tuple[str, dict[str, str]]]:
-    with open(path, encoding="utf-8-sig", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle, utf8_required(path):
         try:
             reader = csv.DictReader(handle, delimiter=delimiter)
             if reader.fieldnames is None:
@@ -54,7 +55,5 @@ def _rows(path: Path, delimiter: str, converter: RowConverter) -> Iterator[tuple
             for row in reader:
                 cells = {key: value for key, value in row.items() if key is not None and value != ""}
                 yield f"line {reader.line_num}", cells
-        except UnicodeDecodeError as error:
-            raise CorpusError(f"{path} is not UTF-8 text ({error}); save it as UTF-8") from error
         except csv.Error as error:
             raise CorpusError(f"{path} line {reader.line_num} is not valid CSV: {error}") from error

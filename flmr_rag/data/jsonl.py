@@ -15,6 +15,7 @@ from flmr_rag.data.rows import (
     RowConverter,
     check_corpus_file,
     convert_rows,
+    utf8_required,
 )
 from flmr_rag.types import Document
 
@@ -43,20 +44,17 @@ def read_jsonl(
 
 
 def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise CorpusError(f"{path} line {number} is not valid JSON: {error}; fix or remove the line") from error
-                if not isinstance(row, dict):
-                    raise CorpusError(
-                        f"{path} line {number} is a JSON {type(row).__name__}, not an object; "
-                        "each line must be an object such as {\"id\": ..., \"text\": ...}"
-                    )
-                yield f"line {number}", row
-        except UnicodeDecodeError as error:
-            raise CorpusError(f"{path} is not UTF-8 text ({error}); save it as UTF-8") from error
+    with open(path, encoding="utf-8") as handle, utf8_required(path):
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise CorpusError(f"{path} line {number} is not valid JSON: {error}; fix or remove the line") from error
+            if not isinstance(row, dict):
+                raise CorpusError(
+                    f"{path} line {number} is a JSON {type(row).__name__}, not an object; "
+                    "each line must be an object such as {\"id\": ..., \"text\": ...}"
+                )
+            yield f"line {number}", row

@@ -13,6 +13,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,15 @@ def check_corpus_file(path: str | Path) -> Path:
     except OSError as error:
         raise CorpusError(f"corpus file {path} cannot be read: {error.strerror}; check its permissions") from error
     return path
+
+
+@contextmanager
+def utf8_required(path: Path) -> Iterator[None]:
+    """Re-raise a UnicodeDecodeError from the block as a CorpusError that names ``path`` and the UTF-8 fix."""
+    try:
+        yield
+    except UnicodeDecodeError as error:
+        raise CorpusError(f"{path} is not UTF-8 text ({error}); save it as UTF-8") from error
 
 
 def check_image(image: ImageInput) -> None:

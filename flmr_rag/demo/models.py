@@ -31,8 +31,10 @@ class RetrieverRecipe:
         dim: late-interaction dimension; query_maxlen: query tokens.
         separate_text_encoders: give queries and passages their own MiniLM copy and linear
             (PreFLMR layout) instead of one shared pair (FLMR layout).
-        steps, batch_size, learning_rate, warmup_steps: training budget (AdamW; the same rate
-            for the mapping networks and the vision tower, the text encoder stays frozen).
+        steps, batch_size, gradient_accumulation_steps, learning_rate, warmup_steps: training
+            budget. Each micro-batch holds one query per passage (24), so its in-batch loss is
+            the cross-entropy over the whole knowledge base. AdamW uses the same rate for the
+            mapping networks and the vision tower; the text encoder stays frozen.
         seed: fixes initialisation, batch order and dropout.
     """
 
@@ -45,8 +47,9 @@ class RetrieverRecipe:
     dim: int = 128
     query_maxlen: int = 32
     separate_text_encoders: bool = False
-    steps: int = 800
-    batch_size: int = 128
+    steps: int = 650
+    batch_size: int = 24
+    gradient_accumulation_steps: int = 5
     learning_rate: float = 1e-3
     warmup_steps: int = 50
     seed: int = 0

@@ -60,7 +60,7 @@ class DemoSettings:
 
 FULL_SETTINGS = DemoSettings()
 QUICK_SETTINGS = DemoSettings(
-    retriever=RetrieverRecipe(steps=100),
+    retriever=RetrieverRecipe(steps=100, gradient_accumulation_steps=1),
     reader=ReaderRecipe(steps=150),
     max_test_questions=200,
     heldout_images=20,
@@ -137,7 +137,7 @@ def run_demo(
             clock = time.perf_counter()
             generator = AnswerGenerator.from_pretrained(str(reader_folder), device="cpu", dtype="float32", num_beams=1, max_new_tokens=4, batch_size=8)
             answers = answer_questions(retriever, generator, test, rankings, settings.answer_k)
-            examples = report_examples(retriever, generator, test, rankings, answers, settings.report_examples)
+            examples = report_examples(retriever, test, rankings, answers, settings.report_examples)
             timings["answer"] = time.perf_counter() - clock
         finally:
             retriever.close()
@@ -203,6 +203,8 @@ def ensure_retriever(settings: DemoSettings, root: Path, retrain: bool, train_da
         output_dir=str(staging),
         max_steps=recipe.steps,
         batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        distinct_positives=True,
         num_negatives=0,
         use_in_batch_negatives=True,
         train_mapping_networks=True,
@@ -356,8 +358,8 @@ def answer_questions(retriever: Any, generator: Any, split: EasyVQASplit, rankin
     """Answer every test question through ``retriever.ask``.
 
     With ``k == 1`` one ``ask`` per distinct (question, top passage) pair serves every question
-    of the pair; its retrieved passage must be that top passage, and a question whose pair
-    disagrees is asked on its own. With ``k > 1`` every question is asked.
+    of the pair. That call's retrieved passage must be the pair's top passage. When it is not,
+    each question of the pair is asked on its own. With ``k > 1`` every question is asked.
     Returns per question ``{"answer", "passage_id"}``.
     """
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -386,7 +388,7 @@ def answer_questions(retriever: Any, generator: Any, split: EasyVQASplit, rankin
     return results  # type: ignore[return-value]
 
 
-def report_examples(retriever, generator, split: EasyVQASplit, rankings, answers, count: int) -> list[dict[str, Any]]:
+def report_examples(retriever: Any, split: EasyVQASplit, rankings, answers, count: int) -> list[dict[str, Any]]:
     """Pick ``count`` test questions (spread over the split) for the HTML report, with top passages."""
     if count <= 0 or not split.questions:
         return []

@@ -22,7 +22,9 @@ from flmr_rag.index.writer import remove_unreferenced, write_add, write_compacti
 logger = logging.getLogger(__name__)
 
 # Collections with at most this many live tokens are searched exhaustively when ``exact=None``.
-EXACT_SEARCH_MAX_TOKENS = 65_536
+# Exhaustive search over the float16 originals measured about 1.1-1.4 microseconds per token per
+# query on a busy 2-core machine (benchmarks/RESULTS.md), so this bound keeps it near 40 ms.
+EXACT_SEARCH_MAX_TOKENS = 32_768
 
 SearchResults = list[tuple[list[str], np.ndarray]]
 
@@ -295,7 +297,7 @@ class MultiVectorIndex:
             k: results per query; fewer come back when fewer non-empty live documents exist.
             mask: ``[Lq]`` or ``[B, Lq]`` bool, True for rows to use (None uses all).
             exact: True scores every document exhaustively; False always uses the PLAID pipeline;
-                None (default) is exhaustive when the index contains at most 65,536 live tokens.
+                None (default) is exhaustive when the index contains at most 32,768 live tokens.
             ncells, centroid_score_threshold, ndocs: PLAID parameters; None takes the defaults for ``k``
                 (k <= 10: 1 / 0.5 / 1024; k <= 100: 2 / 0.45 / 1024; else 4 / 0.4 / max(4k, 4096)).
             rerank: score the final candidates with the float16 originals (default: when kept).

@@ -12,7 +12,7 @@ Training file, one JSON object per line::
 
 ``instruction`` and ``negative_ids`` are optional; ``image`` is optional for text-only queries.
 Relative image paths are resolved against the folder of the file that names them. When a row
-gives fewer negatives than training asks for, random passages that are not positives fill the
+gives fewer negatives than training requests, random passages that are not positives fill the
 rest.
 """
 
@@ -120,7 +120,7 @@ def read_examples(path: str | Path, passages: dict[str, Passage], on_error: str 
     """Read a JSONL training file whose rows point into ``passages``.
 
     With ``on_error="raise"`` the first invalid row raises :class:`TrainingDataError` (file,
-    line, reason, fix); with ``"skip"`` invalid rows are counted in ``ExampleSet.skipped`` and
+    line, reason, fix). With ``"skip"`` invalid rows are counted in ``ExampleSet.skipped`` and
     logged once as a summary. A row is invalid when it is not a JSON object, has no question
     and no image, names a missing image file, has no ``positive_ids``, or names a passage id
     that the passage file lacks. Raises :class:`TrainingDataError` when no valid row remains.

@@ -51,7 +51,7 @@ _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 @dataclass
 class TrainingResult:
-    """What a run did: final step, per-step losses of this session, evaluations, where it saved."""
+    """Summary of a training run: final step, per-step losses of this session, evaluations and the output folder."""
 
     step: int
     losses: list[float] = field(default_factory=list)
@@ -472,14 +472,22 @@ def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def _enable_gradient_checkpointing(model: Any) -> None:
     """Turn on activation checkpointing in the model, or else in each encoder that supports it."""
-    arguments = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    options = {"use_reentrant": False}
+
+    def enable(module: Any) -> None:
+        # transformers 5.x renamed the method and its argument; 4.x only has the old names.
+        if hasattr(module, "activation_checkpointing_enable"):
+            module.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+
     if getattr(model, "supports_gradient_checkpointing", False):
-        model.gradient_checkpointing_enable(**arguments)
+        enable(model)
         return
     enabled = 0
     for module in model.modules():
         if module is not model and getattr(module, "supports_gradient_checkpointing", False) and hasattr(module, "gradient_checkpointing_enable"):
-            module.gradient_checkpointing_enable(**arguments)
+            enable(module)
             enabled += 1
     if not enabled:
         raise ValueError("no module of this model supports gradient checkpointing")
