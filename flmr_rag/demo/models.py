@@ -47,7 +47,7 @@ class RetrieverRecipe:
     dim: int = 128
     query_maxlen: int = 32
     separate_text_encoders: bool = False
-    steps: int = 650
+    steps: int = 400
     batch_size: int = 24
     gradient_accumulation_steps: int = 5
     learning_rate: float = 1e-3

@@ -38,7 +38,7 @@ class ReaderRecipe:
     num_heads: int = 4
     d_ff: int = 512
     num_layers: int = 2
-    steps: int = 1200
+    steps: int = 1000
     batch_size: int = 64
     learning_rate: float = 1e-3
     warmup_steps: int = 50

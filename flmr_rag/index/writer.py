@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import re
 import shutil
 import time
@@ -23,7 +22,7 @@ import numpy as np
 from flmr_rag.index.clustering import choose_num_centroids, sample_training_rows, train_codec
 from flmr_rag.index.codec import ResidualCodec, code_dtype, packed_width
 from flmr_rag.index.ivf import InvertedLists
-from flmr_rag.index.manifest import MANIFEST_FILE, TEMP_SUFFIX, file_record, fsync_directory, listed_files, save_array
+from flmr_rag.index.manifest import MANIFEST_FILE, TEMP_SUFFIX, fsync_directory, listed_files, save_array
 from flmr_rag.index.segment import SegmentWriter
 from flmr_rag.index.snapshot import IndexSnapshot
 from flmr_rag.progress import progress
@@ -230,10 +229,3 @@ def _token_chunks(snapshot: IndexSnapshot, token_rows: np.ndarray) -> Iterator[n
     for offset in range(0, len(token_rows), COMPRESS_CHUNK_TOKENS):
         yield snapshot.gather_tokens(token_rows[offset : offset + COMPRESS_CHUNK_TOKENS], exact=use_originals).numpy()
 
-
-def remove_path(path: Path) -> None:
-    """Remove a file or directory tree if it exists."""
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        os.unlink(path)
