@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "prints Recall@1, Recall@5, VQA score, accuracy by question type and timings."
         ),
     )
-    parser.add_argument("--quick", action="store_true", help="a few hundred training steps and 300 test questions (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="100 retriever and 150 reader training steps, 200 test questions (for tests and CI)")
     parser.add_argument("--json", metavar="PATH", help="also write the metrics as JSON to PATH")
     parser.add_argument("--report", metavar="PATH", help=f"HTML report path (default: {DEFAULT_REPORT_DIR}/report.html)")
     parser.add_argument("--cache-dir", metavar="DIR", help="folder for the trained models (default: $FLMR_RAG_CACHE, else $XDG_CACHE_HOME/flmr-rag, else ~/.cache/flmr-rag)")

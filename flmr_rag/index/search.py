@@ -38,12 +38,19 @@ class SearchParameters:
         ncells: inverted lists probed per query token (more: higher recall, slower).
         centroid_score_threshold: centroids whose best query similarity is below this value are
             ignored by the pruned stage (lower: higher recall, slower).
-        ndocs: candidates kept after the pruned stage; ``max(ndocs // 4, k)`` reach exact scoring.
+        ndocs: candidates kept after the pruned stage.
+        pool: candidates kept after the full centroid interaction, which reach exact scoring;
+            None means ``ndocs // 4``. At least ``k`` always reach it.
     """
 
     ncells: int
     centroid_score_threshold: float
     ndocs: int
+    pool: int | None = None
+
+    def final_pool(self, k: int) -> int:
+        """Return how many candidates reach exact scoring for ``k`` results: ``max(pool, k)``."""
+        return max(self.ndocs // 4 if self.pool is None else self.pool, k)
 
 
 def default_parameters(k: int) -> SearchParameters:
@@ -122,90 +129,89 @@ def plaid_search(
     assert codec is not None and ivf is not None
     # numpy for these small products: on a busy CPU they ran several times faster than torch's thread pool.
     query_np = query.numpy()
-    centroid_scores_t = np.ascontiguousarray((codec.centroids @ query_np.T).T)
+    # [K, Lq]: a document's codes gather whole contiguous rows.
+    centroid_scores = codec.centroids @ query_np.T
     live = snapshot.live_mask()
     wanted = min(k, int(live.sum()))
 
     # Stage 1: candidates from the probed lists, probing more while they hold fewer than k live
     # documents. A collection no larger than the stage-2 budget is taken whole.
-    pool = max(parameters.ndocs // 4, k)
+    pool = parameters.final_pool(k)
+    budget = max(parameters.ndocs, pool)
     live_rows = np.flatnonzero(live)
-    if len(live_rows) <= max(parameters.ndocs, pool):
+    if len(live_rows) <= budget:
         candidates = live_rows
     else:
         ncells = max(1, parameters.ncells)
         while True:
-            cells = _probed_cells(centroid_scores_t, ncells)
+            cells = _probed_cells(centroid_scores, ncells)
             candidates = np.unique(ivf.lookup(cells))
             candidates = candidates[live[candidates]]
             if len(candidates) >= wanted or ncells >= codec.num_centroids:
                 break
             ncells = min(codec.num_centroids, ncells * 2)
 
-    # Stage 2: pruned centroid interaction.
-    if len(candidates) > max(parameters.ndocs, pool):
-        keep = centroid_scores_t.max(axis=0) >= parameters.centroid_score_threshold
-        approximate = _centroid_interaction(snapshot, candidates, centroid_scores_t, keep)
-        candidates = _best_rows(candidates, approximate, max(parameters.ndocs, pool))
+    # Stage 2: pruned centroid interaction. Pruned centroids score -inf, so they never win a
+    # maximum, and a document whose codes are all pruned sums to -inf.
+    if len(candidates) > budget:
+        pruned = centroid_scores.max(axis=1) < parameters.centroid_score_threshold
+        pruned_scores = centroid_scores.copy()
+        pruned_scores[pruned] = -np.inf
+        approximate = _centroid_interaction(snapshot, candidates, pruned_scores)
+        candidates = _best_rows(candidates, approximate, budget)
 
     # Stage 3: full centroid interaction.
     if len(candidates) > pool:
-        approximate = _centroid_interaction(snapshot, candidates, centroid_scores_t, None)
+        approximate = _centroid_interaction(snapshot, candidates, centroid_scores)
         candidates = _best_rows(candidates, approximate, pool)
 
     # Stage 4: exact late interaction on the survivors.
     candidates = np.sort(candidates)
-    tokens = snapshot.gather_tokens(snapshot.token_rows(candidates), exact=rerank)
-    scores = segment_maxima(query_np @ tokens.numpy().T, snapshot.doclens[candidates]).sum(axis=0)
+    tokens = snapshot.gather_tokens(snapshot.token_rows(candidates), exact=rerank).numpy()
+    scores = segment_maxima(tokens @ query_np.T, snapshot.doclens[candidates], axis=0).sum(axis=1)
     return top_k(candidates, torch.from_numpy(scores), k)
 
 
-def _probed_cells(centroid_scores_t: np.ndarray, ncells: int) -> np.ndarray:
-    """Return the unique ids of the ``ncells`` best centroids of each query token (``centroid_scores_t`` is ``[Lq, K]``)."""
+def _probed_cells(centroid_scores: np.ndarray, ncells: int) -> np.ndarray:
+    """Return the unique ids of the ``ncells`` best centroids of each query token (``centroid_scores`` is ``[K, Lq]``)."""
     if ncells == 1:
-        return np.unique(centroid_scores_t.argmax(axis=1))
-    if ncells >= centroid_scores_t.shape[1]:
-        return np.arange(centroid_scores_t.shape[1])
-    return np.unique(np.argpartition(-centroid_scores_t, ncells - 1, axis=1)[:, :ncells])
+        return np.unique(centroid_scores.argmax(axis=0))
+    if ncells >= centroid_scores.shape[0]:
+        return np.arange(centroid_scores.shape[0])
+    best = torch.topk(torch.from_numpy(centroid_scores), ncells, dim=0, sorted=False).indices
+    return np.unique(best.numpy())
 
 
-def _centroid_interaction(snapshot: IndexSnapshot, doc_rows: np.ndarray, centroid_scores_t: np.ndarray, keep: np.ndarray | None) -> torch.Tensor:
-    """Return ``[len(doc_rows)]`` approximate scores ``sum_q max S[code, q]`` over each document's (kept) codes.
+def _centroid_interaction(snapshot: IndexSnapshot, doc_rows: np.ndarray, centroid_scores: np.ndarray) -> np.ndarray:
+    """Return ``[len(doc_rows)]`` approximate scores ``sum_q max_t S[code_t, q]`` over each document's tokens.
 
-    ``centroid_scores_t`` is ``S.T`` ``[Lq, K]``. A document none of whose codes is kept scores -inf.
+    ``centroid_scores`` is ``S`` ``[K, Lq]``; rows set to -inf exclude their centroid, and a
+    document all of whose codes are excluded scores -inf. Every document must have tokens.
     """
     codes = snapshot.codes[snapshot.token_rows(doc_rows)]
-    counts = snapshot.doclens[doc_rows]
-    if keep is not None:
-        kept = keep[codes]
-        codes = codes[kept]
-        owners = np.repeat(np.arange(len(doc_rows)), counts)[kept]
-        counts = np.bincount(owners, minlength=len(doc_rows))
-    scores = np.full(len(doc_rows), -np.inf, dtype=np.float32)
-    present = counts > 0
-    if present.any():
-        maxima = segment_maxima(centroid_scores_t[:, codes], counts[present])
-        scores[present] = maxima.sum(axis=0)
-    return torch.from_numpy(scores)
+    maxima = segment_maxima(centroid_scores[codes], snapshot.doclens[doc_rows], axis=0)
+    return maxima.sum(axis=1)
 
 
-def segment_maxima(similarity: torch.Tensor | np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Return ``[R, len(lengths)]`` maxima of ``similarity`` ``[R, sum(lengths)]`` over consecutive column groups.
+def segment_maxima(similarity: torch.Tensor | np.ndarray, lengths: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Return the maxima of ``similarity`` over consecutive groups of ``lengths`` entries along ``axis``.
 
-    Every length must be positive. ``np.maximum.reduceat`` along the contiguous last axis is
-    several times faster on CPU than a scatter-based reduction.
+    ``similarity`` is ``[R, sum(lengths)]`` for ``axis=1`` (result ``[R, len(lengths)]``) or
+    ``[sum(lengths), R]`` for ``axis=0`` (result ``[len(lengths), R]``). Every length must be
+    positive. ``np.maximum.reduceat`` is several times faster on CPU than a scatter-based reduction.
     """
     values = similarity.numpy() if isinstance(similarity, torch.Tensor) else similarity
-    values = np.ascontiguousarray(values, dtype=np.float32)
+    values = np.asarray(values, dtype=np.float32)
     starts = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
-    return np.maximum.reduceat(values, starts, axis=1)
+    return np.maximum.reduceat(values, starts, axis=axis)
 
 
-def _best_rows(rows: np.ndarray, scores: torch.Tensor, count: int) -> np.ndarray:
+def _best_rows(rows: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
+    """Return the ``count`` rows with the highest scores (all of them when there are fewer)."""
     if len(rows) <= count:
         return rows
-    return rows[torch.topk(scores, count).indices.numpy()]
+    return rows[np.argpartition(-scores, count - 1)[:count]]
 
 
 def _document_chunks(rows: np.ndarray, doclens: np.ndarray) -> list[np.ndarray]:
