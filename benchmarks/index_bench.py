@@ -14,8 +14,16 @@ reported separately), single-query latency p50/p95 at k=10 (default parameters),
 per second, Recall@10 and Recall@100 against exact exhaustive late interaction; and, per
 workload, the latency of exhaustive search over in-memory float32 tokens.
 
+Optional baseline: with ``--colbert-python PATH`` (the interpreter of a separate virtual
+environment holding colbert-ai 0.2.22 and faiss-cpu, never a dependency of flmr-rag), the same
+embeddings are indexed and searched by colbert-ai's PLAID engine in a subprocess, at its own
+k=10 and k=100 presets. colbert-ai has no API for precomputed embeddings, so the subprocess
+drives its ``CollectionIndexer`` with the text encoder replaced by a lookup into the token array
+and searches through ``IndexScorer``. Its first search compiles C++ extensions (about 2 minutes,
+cached afterwards); that call is timed separately.
+
 Usage:
-    python benchmarks/index_bench.py [--quick] [--json PATH] [--queries N] [--real-docs N]
+    python benchmarks/index_bench.py [--quick] [--json PATH] [--queries N] [--real-docs N] [--colbert-python PATH]
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import logging
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -171,10 +180,129 @@ def percentile_ms(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values) * 1000, q))
 
 
+# ----------------------------------------------------------------------------- colbert-ai baseline
+
+COLBERT_WORKER = """import json, os, sys, time
+import numpy as np
+import torch
+
+def main(data_dir, out_path):
+    from colbert.data import Collection
+    from colbert.indexing.collection_indexer import CollectionIndexer
+    from colbert.indexing.index_saver import IndexSaver
+    from colbert.infra.config import ColBERTConfig
+    from colbert.search.index_storage import IndexScorer
+    from colbert.modeling.colbert import ColBERT
+
+    settings = json.load(open(os.path.join(data_dir, "settings.json")))
+    tokens = np.load(os.path.join(data_dir, "tokens.npy"))
+    doclens = np.load(os.path.join(data_dir, "doclens.npy"))
+    queries = torch.from_numpy(np.load(os.path.join(data_dir, "queries.npy")))
+    offsets = np.concatenate([[0], np.cumsum(doclens)])
+
+    class LookupEncoder:
+        def encode_passages(self, passages):
+            rows = [int(p) for p in passages]
+            embs = np.concatenate([tokens[offsets[r]:offsets[r + 1]] for r in rows]).astype(np.float32)
+            return torch.from_numpy(embs), [int(doclens[r]) for r in rows]
+
+    results = {}
+    for nbits in settings["nbits"]:
+        index_path = os.path.join(data_dir, f"colbert-nbits{nbits}")
+        os.makedirs(index_path, exist_ok=True)
+        config = ColBERTConfig(nbits=nbits, dim=tokens.shape[1], index_path=index_path, kmeans_niters=4, rank=0, nranks=1, doc_maxlen=int(doclens.max()) + 1)
+        started = time.perf_counter()
+        indexer = CollectionIndexer.__new__(CollectionIndexer)
+        indexer.verbose, indexer.config, indexer.rank, indexer.nranks, indexer.use_gpu = 0, config, 0, 1, False
+        indexer.collection = Collection(data=[str(i) for i in range(len(doclens))])
+        indexer.encoder = LookupEncoder()
+        indexer.saver = IndexSaver(config)
+        indexer.run([[None]])
+        build_seconds = time.perf_counter() - started
+        size = sum(os.path.getsize(os.path.join(index_path, f)) for f in os.listdir(index_path))
+
+        ColBERT.try_load_torch_extensions(use_gpu=False)
+        scorer = IndexScorer(index_path, use_gpu=False, load_index_with_mmap=False)
+        entry = {"build_seconds": round(build_seconds, 2), "bytes_per_token": round(size / len(tokens), 2)}
+        for k, (ncells, threshold, ndocs) in ((10, (1, 0.5, 256)), (100, (2, 0.45, 1024))):
+            config.configure(ncells=ncells, centroid_score_threshold=threshold, ndocs=ndocs)
+            started = time.perf_counter()
+            scorer.rank(config, queries[:1])
+            if k == 10:
+                entry["first_search_seconds"] = round(time.perf_counter() - started, 1)
+            found, times = [], []
+            for query in queries:
+                started = time.perf_counter()
+                pids, _ = scorer.rank(config, query[None])
+                times.append(time.perf_counter() - started)
+                found.append([int(p) for p in pids[:k]])
+            entry[f"found_{k}"] = found
+            entry[f"p50_ms_k{k}"] = round(float(np.percentile(np.array(times) * 1000, 50)), 2)
+        results[str(nbits)] = entry
+    json.dump(results, open(out_path, "w"))
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
+"""
+
+
+def run_colbert(colbert_python: str, name: str, tokens: np.ndarray, doclens: np.ndarray, queries: np.ndarray, truth: np.ndarray, nbits_list: list[int], work_dir: Path, timeout: float) -> dict[str, dict]:
+    """Index and search the workload with colbert-ai in a subprocess; return its rows (empty on failure, logged)."""
+    data_dir = work_dir / f"colbert-{name}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    np.save(data_dir / "tokens.npy", tokens)
+    np.save(data_dir / "doclens.npy", doclens)
+    np.save(data_dir / "queries.npy", queries)
+    (data_dir / "settings.json").write_text(json.dumps({"nbits": nbits_list}))
+    (data_dir / "worker.py").write_text(COLBERT_WORKER)
+    out_path = data_dir / "out.json"
+    logger.info("%s: colbert-ai baseline (subprocess, timeout %.0f s)", name, timeout)
+    try:
+        completed = subprocess.run([colbert_python, str(data_dir / "worker.py"), str(data_dir), str(out_path)], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        logger.warning("%s: colbert-ai baseline timed out after %.0f s", name, timeout)
+        return {}
+    if completed.returncode != 0 or not out_path.exists():
+        logger.warning("%s: colbert-ai baseline failed (exit %d): %s", name, completed.returncode, completed.stderr[-2000:])
+        return {}
+    ids = np.array([f"doc{i}" for i in range(len(doclens))])
+    results = {}
+    for nbits, entry in json.loads(out_path.read_text()).items():
+        found = {k: [[f"doc{pid}" for pid in pids] for pids in entry[f"found_{k}"]] for k in (10, 100)}
+        results[f"{name}/colbert-ai-nbits{nbits}"] = {
+            "workload": name,
+            "engine": "colbert-ai 0.2.22",
+            "nbits": int(nbits),
+            "num_documents": len(doclens),
+            "num_tokens": len(tokens),
+            "num_queries": len(queries),
+            "build_seconds": entry["build_seconds"],
+            "bytes_per_token": entry["bytes_per_token"],
+            "first_search_seconds": entry["first_search_seconds"],
+            "p50_ms": entry["p50_ms_k10"],
+            "p50_ms_k100": entry["p50_ms_k100"],
+            "recall_at_10_vs_exact": round(recall(found[10], truth, ids, 10), 4),
+            "recall_at_100_vs_exact": round(recall(found[100], truth, ids, 100), 4),
+        }
+        logger.info("%s", json.dumps(results[f"{name}/colbert-ai-nbits{nbits}"]))
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return results
+
+
 # ----------------------------------------------------------------------------- runs
 
 
-def run_workload(name: str, tokens: np.ndarray, doclens: np.ndarray, queries: np.ndarray, nbits_list: list[int], work_dir: Path) -> dict[str, dict]:
+def run_workload(
+    name: str,
+    tokens: np.ndarray,
+    doclens: np.ndarray,
+    queries: np.ndarray,
+    nbits_list: list[int],
+    work_dir: Path,
+    colbert_python: str | None = None,
+    colbert_timeout: float = 1800,
+) -> dict[str, dict]:
     ids = np.array([f"doc{i}" for i in range(len(doclens))])
     logger.info("%s: %d documents, %d tokens, %d queries", name, len(doclens), len(tokens), len(queries))
 
@@ -248,6 +376,8 @@ def run_workload(name: str, tokens: np.ndarray, doclens: np.ndarray, queries: np
         logger.info("%s", json.dumps(results[f"{name}/nbits{nbits}"]))
         index.close()
         shutil.rmtree(path, ignore_errors=True)
+    if colbert_python:
+        results.update(run_colbert(colbert_python, name, tokens, doclens, queries, truth, nbits_list, work_dir, colbert_timeout))
     return results
 
 
@@ -263,8 +393,24 @@ def markdown_table(results: dict[str, dict]) -> str:
         f"{r['p50_ms_k100']} | {r['batch_qps']} | {r['recall_at_10_vs_exact']} | {r['recall_at_100_vs_exact']} | "
         f"{r['recall_at_10_no_rerank']} | {r['exhaustive_p50_ms']} | {r['index_exact_p50_ms']} |"
         for r in results.values()
+        if "engine" not in r
     ]
     return header + "\n".join(rows) + "\n"
+
+
+def colbert_table(results: dict[str, dict]) -> str:
+    rows = [r for r in results.values() if "engine" in r]
+    if not rows:
+        return ""
+    header = (
+        "| workload | engine | nbits | build s | index B/token | first search s (JIT) | p50 ms k=10 | p50 ms k=100 | R@10 | R@100 |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    return header + "\n".join(
+        f"| {r['workload']} | {r['engine']} | {r['nbits']} | {r['build_seconds']} | {r['bytes_per_token']} | {r['first_search_seconds']} | "
+        f"{r['p50_ms']} | {r['p50_ms_k100']} | {r['recall_at_10_vs_exact']} | {r['recall_at_100_vs_exact']} |"
+        for r in rows
+    ) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,21 +422,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-docs", type=int, default=3000, help="docstrings in the MiniLM workload (default 3000)")
     parser.add_argument("--nbits", default="2,4", help="comma-separated nbits values (default 2,4)")
     parser.add_argument("--work-dir", type=Path, help="where indexes are built (default: a temporary directory)")
+    parser.add_argument("--colbert-python", help="python of a virtual environment with colbert-ai 0.2.22 and faiss-cpu; runs it as a baseline")
+    parser.add_argument(
+        "--colbert-workloads",
+        default="synthetic-10k,minilm-docstrings",
+        help="workloads the colbert-ai baseline runs on (default: synthetic-10k,minilm-docstrings; its build at 100k takes far longer)",
+    )
+    parser.add_argument("--colbert-timeout", type=float, default=1800, help="seconds allowed per colbert-ai workload (default 1800)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     nbits_list = [int(value) for value in args.nbits.split(",")]
     if args.quick and "--queries" not in (argv if argv is not None else sys.argv[1:]):
         args.queries = 50
 
+    if args.colbert_python is None:
+        print("colbert-ai baseline skipped: pass --colbert-python PATH (a separate virtual environment with colbert-ai 0.2.22 and faiss-cpu)")
+    colbert_workloads = set(args.colbert_workloads.split(","))
+
+    def colbert_for(name: str) -> str | None:
+        return args.colbert_python if name in colbert_workloads else None
+
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="index-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
-    results.update(run_workload("synthetic-10k", *clustered_workload(10_000, args.queries), nbits_list, work_dir))
+    options = {"colbert_timeout": args.colbert_timeout}
+    results.update(run_workload("synthetic-10k", *clustered_workload(10_000, args.queries), nbits_list, work_dir, colbert_for("synthetic-10k"), **options))
     if not args.quick:
-        results.update(run_workload("minilm-docstrings", *minilm_workload(args.real_docs, args.queries), nbits_list, work_dir))
-        results.update(run_workload("synthetic-100k", *clustered_workload(100_000, args.queries_100k, seed=1), nbits_list, work_dir))
+        results.update(run_workload("minilm-docstrings", *minilm_workload(args.real_docs, args.queries), nbits_list, work_dir, colbert_for("minilm-docstrings"), **options))
+        results.update(run_workload("synthetic-100k", *clustered_workload(100_000, args.queries_100k, seed=1), nbits_list, work_dir, colbert_for("synthetic-100k"), **options))
 
     print(markdown_table(results))
+    print(colbert_table(results))
     if args.json:
         payload = {
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -29,8 +30,8 @@ def _add_common_options(parser: argparse.ArgumentParser, top_level: bool) -> Non
     # `flmr-rag index ... -q` both work: a missing option never overwrites the top-level value.
     default = False if top_level else argparse.SUPPRESS
     verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-q", "--quiet", action="store_true", default=default, help="print only results and errors; hide progress bars")
-    verbosity.add_argument("-v", "--verbose", action="store_true", default=default, help="print debug logs")
+    verbosity.add_argument("-q", "--quiet", action="store_true", default=default, help="print only results, warnings and errors; hide progress bars")
+    verbosity.add_argument("-v", "--verbose", action="store_true", default=default, help="print debug logs of flmr-rag")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,10 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Libraries whose debug logs flood -v output (PIL logs every PNG chunk it reads); -v keeps them at INFO.
+THIRD_PARTY_LOGGERS = ("PIL", "urllib3", "huggingface_hub", "filelock", "faiss", "httpx", "httpcore", "fsspec")
+
+
 def configure_logging(quiet: bool, verbose: bool) -> None:
     """Set the root log level and silence tqdm bars when quiet."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose:
+        for name in THIRD_PARTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
+    # huggingface_hub prints through a handler of its own, so passing its records on to the root
+    # handler as well would print every retry warning twice.
+    logging.getLogger("huggingface_hub").propagate = False
     if quiet:
         from flmr_rag.progress import set_progress_enabled
 
@@ -69,7 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(args.quiet, args.verbose)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        # Flushing here lets a closed pipe surface as BrokenPipeError below, not at interpreter exit.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader of stdout (e.g. `| head`) exited: stop quietly, as Unix tools do.
+        _discard_stdout()
+        return 141
     except UsageError as error:
         print(f"flmr-rag {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -81,6 +99,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.exception("command %s failed", args.command)
         print(f"flmr-rag {args.command}: error: {error}", file=sys.stderr)
         return 1
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        # stdout is not a file descriptor (e.g. captured by a test harness).
+        pass
 
 
 if __name__ == "__main__":

@@ -64,6 +64,10 @@ class DuplicateIdError(ValueError):
     """A document id that is already in the store, or twice in one batch."""
 
 
+class DocumentStoreCorruptedError(ValueError):
+    """The SQLite file of the docstore is truncated or is not a database."""
+
+
 @dataclass
 class StoredDocument:
     """One docstore row: the passage text, JSON metadata and the absolute image path (or None)."""
@@ -114,11 +118,20 @@ class DocumentStore:
         self._root = self.images_dir.parent
         self._lock = threading.RLock()
         self._connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        # FULL makes each commit durable before the index manifest that depends on it is written.
-        self._connection.execute("PRAGMA synchronous=FULL")
-        self._connection.executescript(_SCHEMA)
-        self._check_schema_version()
+        try:
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            # FULL makes each commit durable before the index manifest that depends on it is written.
+            self._connection.execute("PRAGMA synchronous=FULL")
+            self._connection.executescript(_SCHEMA)
+            self._check_schema_version()
+        except sqlite3.DatabaseError as error:
+            self._connection.close()
+            # OperationalError covers locked or read-only files, which are not corruption.
+            if isinstance(error, sqlite3.OperationalError):
+                raise
+            raise DocumentStoreCorruptedError(
+                f"docstore {self.path} is corrupted or truncated ({error}); restore it from a backup or rebuild the index"
+            ) from error
 
     def _check_schema_version(self) -> None:
         row = self._connection.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()

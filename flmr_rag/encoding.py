@@ -42,6 +42,8 @@ DEFAULT_INSTRUCTIONS: dict[str, str] = {
 }
 
 _warned_missing_separator = False
+# Instructions that got the separator appended, each logged once per process.
+_appended_separator_warned: set[str] = set()
 
 
 class _SeparatorWarningFilter(logging.Filter):
@@ -172,7 +174,7 @@ class FLMREncoder:
         """Return the text given to the query tokenizer: ``"<instruction> <question>"``.
 
         With ``query.instruction`` None the default of the query's kind is used, and an
-        instruction without the separator gets it appended. A model without instruction masking
+        instruction without the separator gets it appended, with one warning per instruction. A model without instruction masking
         (FLMR) gets no default instruction. A final text without the separator is still encoded
         (nothing is masked) and logs one warning per process.
         """
@@ -184,6 +186,14 @@ class FLMREncoder:
             instruction = self.instructions[query.kind] if self.separator else ""
         instruction = instruction.strip()
         if instruction and self.separator and self.separator not in instruction:
+            if instruction not in _appended_separator_warned:
+                _appended_separator_warned.add(instruction)
+                logger.warning(
+                    "instruction %r has no separator %r; using %r so that the instruction tokens are masked",
+                    instruction,
+                    self.separator,
+                    f"{instruction}{self.separator}",
+                )
             instruction = f"{instruction}{self.separator}"
         text = f"{instruction} {question}".strip()
 
@@ -202,8 +212,9 @@ class FLMREncoder:
         tokenizer = self.model.query_tokenizer
         maxlen = int(tokenizer.query_maxlen)
         for text in texts:
-            # [CLS], the marker placeholder and [SEP] surround the text's word pieces.
-            length = len(tokenizer.tokenize(text)) + 3
+            # [CLS], the marker placeholder and [SEP] surround the text's word pieces. verbose=False
+            # drops transformers' own "longer than the maximum sequence length" warning.
+            length = len(tokenizer.tokenize(text, verbose=False)) + 3
             if length > maxlen:
                 logger.warning(
                     "query %r has %d tokens, more than the query length %d; it is truncated "

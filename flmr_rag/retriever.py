@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -131,7 +132,8 @@ class FLMRRetriever:
         """
         from flmr_rag.index import MultiVectorIndex
 
-        directory = Path(index_dir)
+        # An absolute directory keeps stored image paths valid from any working directory.
+        directory = Path(index_dir).expanduser().absolute()
         check_new_index_directory(directory)
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -174,12 +176,14 @@ class FLMRRetriever:
         model: str | os.PathLike[str] | None = None,
         batch_size: int | None = None,
         load_model: bool = True,
+        chunk_size: int | None = None,
     ) -> FLMRRetriever:
         """Open an existing index directory with the model it was built with.
 
         Args:
             model: when given, must name the same model as the index (a check, not an override).
             batch_size: overrides the stored batch size for this session.
+            chunk_size: overrides the stored documents per commit for this session.
             load_model: False opens without the model, so nothing is downloaded or loaded. Such a
                 retriever supports ``get``, ``delete``, ``ids``, ``len`` and ``stats`` but not
                 ``add`` or ``search``.
@@ -191,10 +195,14 @@ class FLMRRetriever:
         """
         from flmr_rag.index import MultiVectorIndex
 
-        directory = Path(index_dir)
+        directory = Path(index_dir).expanduser().absolute()
         settings = read_settings(directory)
         stored = str(settings["model"])
         check_requested_model(stored, model, directory)
+        if chunk_size is not None:
+            if chunk_size <= 0:
+                raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+            settings = {**settings, "chunk_size": chunk_size}
         if not load_model:
             return cls(directory, settings, None, None, MultiVectorIndex.open(directory / INDEX_FOLDER))
         loaded, processor = load_model_and_processor(stored, directory, device, dtype)
@@ -221,7 +229,8 @@ class FLMRRetriever:
         added: list[str] = []
         iterator = iter(documents)
         chunk_size = int(self.settings.get("chunk_size", 4096))
-        total = len(documents) if isinstance(documents, Sequence) else None
+        # A stream that knows its row count (operator.length_hint) gives the bar a total too.
+        total = len(documents) if isinstance(documents, Sequence) else operator.length_hint(documents) or None
         bar_options: dict[str, Any] = {} if show_progress else {"disable": True}
         with (
             self._write_lock,
@@ -232,6 +241,10 @@ class FLMRRetriever:
             while chunk := list(itertools.islice(iterator, chunk_size)):
                 added.extend(self._add_chunk(chunk, position, bar))
                 position += len(chunk)
+            if total is not None and bar.total != bar.n:
+                # Skipped rows of a stream end the bar below its row count.
+                bar.total = bar.n
+                bar.refresh()
         return added
 
     def _add_chunk(self, documents: list[Document], position: int, bar: Any) -> list[str]:

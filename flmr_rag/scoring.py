@@ -15,6 +15,7 @@ at least one token.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # Value given to masked document tokens before the max, as in FLMR's reference scoring.
@@ -150,7 +151,8 @@ def packed_late_interaction_scores(
     # Documents are processed in groups whose similarity block stays under the memory bound.
     offsets = torch.cumsum(doclens, dim=0) - doclens
     tokens_per_block = max(1, _MAX_BLOCK_ELEMENTS // max(1, batch * query_length))
-    document_index = torch.repeat_interleave(torch.arange(num_documents, device=tokens.device), doclens)
+    on_cpu = tokens.device.type == "cpu"
+    document_index = None if on_cpu else torch.repeat_interleave(torch.arange(num_documents, device=tokens.device), doclens)
     start_doc = 0
     while start_doc < num_documents:
         first_token = int(offsets[start_doc])
@@ -159,9 +161,26 @@ def packed_late_interaction_scores(
         last_token = first_token + int(doclens[start_doc:end_doc].sum())
         if last_token > first_token:
             similarity = tokens[first_token:last_token].to(dtype) @ flat_queries.T
-            rows = document_index[first_token:last_token]
-            best.scatter_reduce_(0, rows[:, None].expand_as(similarity), similarity, "amax", include_self=True)
+            if on_cpu:
+                _segment_max_into(best[start_doc:end_doc], similarity, doclens[start_doc:end_doc])
+            else:
+                assert document_index is not None
+                rows = document_index[first_token:last_token] - start_doc
+                best[start_doc:end_doc].scatter_reduce_(0, rows[:, None].expand_as(similarity), similarity, "amax", include_self=True)
         start_doc = end_doc
 
     scores = best.reshape(num_documents, batch, query_length).sum(dim=-1).T.float()
     return scores[0] if single else scores
+
+
+def _segment_max_into(best: torch.Tensor, similarity: torch.Tensor, doclens: torch.Tensor) -> None:
+    """Write into ``best`` ``[n, R]`` the maxima of ``similarity`` ``[sum(doclens), R]`` per document (CPU only).
+
+    Rows of zero-length documents are left unchanged. ``np.maximum.reduceat`` over the groups of
+    consecutive rows is an order of magnitude faster on CPU than ``scatter_reduce_`` with "amax".
+    """
+    lengths = doclens.numpy()
+    nonempty = np.flatnonzero(lengths > 0)
+    starts = (np.cumsum(lengths) - lengths)[nonempty]
+    maxima = np.maximum.reduceat(similarity.numpy(), starts, axis=0)
+    best[torch.from_numpy(nonempty)] = torch.from_numpy(maxima).to(best.dtype)

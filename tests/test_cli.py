@@ -186,3 +186,114 @@ def test_batch_size_must_be_positive(built_index: Path, capsys: pytest.CaptureFi
         main(["search", str(built_index), "--question", "x", "--batch-size", "0"])
     assert exit_info.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_search_file_not_index_advice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "ok.jsonl"
+    corpus.write_text('{"id": "a", "text": "x"}\n', encoding="utf-8")
+    assert main(["search", str(corpus), "--question", "hi"]) == 2
+    error = capsys.readouterr().err
+    assert "is a file, not an flmr-rag index directory" in error
+    assert f"--index {corpus}" not in error
+
+
+def test_search_nonempty_folder_not_index_advice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
+    assert main(["search", str(tmp_path), "--question", "hi"]) == 2
+    error = capsys.readouterr().err
+    assert "has no flmr_rag.json" in error
+    assert "flmr-rag index CORPUS" not in error
+
+
+def test_info_missing_directory_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(tmp_path / "nodir")]) == 2
+    assert "nodir does not exist" in capsys.readouterr().err
+
+
+def test_search_empty_question_exits_2(built_index: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", str(built_index), "--question", ""]) == 2
+    assert "--question is empty; give --question, --image or both" in capsys.readouterr().err
+
+
+def test_index_unknown_extension_names_format_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("hello\n", encoding="utf-8")
+    assert main(["index", str(corpus), "--index", str(tmp_path / "kb")]) == 2
+    error = capsys.readouterr().err
+    assert "--format" in error
+    assert "format=" not in error
+
+
+def test_search_unreadable_image_exits_2(built_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "bad.png"
+    image.write_bytes(b"not an image at all")
+    assert main(["search", str(built_index), "--image", str(image)]) == 2
+    assert "is not a readable image file" in capsys.readouterr().err
+
+
+def test_search_image_directory_exits_2(built_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", str(built_index), "--image", str(tmp_path)]) == 2
+    assert "is a directory, not an image file" in capsys.readouterr().err
+
+
+def test_invalid_device_exits_2(built_index: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", str(built_index), "--question", "x", "--device", "tpu9"])
+    assert exit_info.value.code == 2
+    assert "invalid --device 'tpu9'; use cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
+def test_cuda_device_without_cuda_exits_2(built_index: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", str(built_index), "--question", "x", "--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "CUDA is not available on this machine; use --device cpu" in capsys.readouterr().err
+
+
+def test_search_instruction_without_colon_warns(built_index: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import flmr_rag.encoding
+
+    flmr_rag.encoding._appended_separator_warned.discard("Retrieve documents")
+    assert main(["search", str(built_index), "--question", "hi", "--instruction", "Retrieve documents", "-k", "1"]) == 0
+    assert "'Retrieve documents:'" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["search", "index", "ask"])
+def test_instruction_help_mentions_appended_colon(command: str) -> None:
+    from flmr_rag.cli import build_parser
+
+    subparser = build_parser()._subparsers._group_actions[0].choices[command]
+    assert "appended" in subparser._option_string_actions["--instruction"].help
+
+
+def test_index_summary_counts_skipped_rows(tmp_path: Path, corpus_file: Path, preflmr_tiny_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    arguments = ["index", str(corpus_file), "--index", str(tmp_path / "kb"), "--model", str(preflmr_tiny_path)]
+    assert main([*arguments, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"] == 1
+
+    assert main(["index", str(corpus_file), "--index", str(tmp_path / "kb2"), "--model", str(preflmr_tiny_path)]) == 0
+    assert "skipped 1 row " in capsys.readouterr().out
+
+
+def test_add_summary_singular_document(built_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    directory = tmp_path / "kb"
+    shutil.copytree(built_index, directory)
+    extra = tmp_path / "one.csv"
+    extra.write_text("id,text\nrome,Rome is the capital of Italy.\n", encoding="utf-8")
+    assert main(["add", str(extra), "--index", str(directory), "--chunk-size", "1"]) == 0
+    assert "added 1 document to" in capsys.readouterr().out
+
+
+def test_options_consistent_across_commands() -> None:
+    from flmr_rag.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert "--chunk-size" in commands["add"]._option_string_actions
+    for name in ("index", "search", "ask", "eval"):
+        assert commands[name]._option_string_actions["--dtype"].choices == ("auto", "float32", "float16", "bfloat16")
+    for name in ("search", "ask"):
+        assert commands[name]._option_string_actions["--image"].metavar == "IMAGE"

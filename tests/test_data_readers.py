@@ -263,3 +263,23 @@ def test_reader_streams_lazily(corpus_dir: Path) -> None:
     assert first.id == "0"
     with pytest.raises(CorpusError, match="duplicate document id '0'"):
         list(iterator)
+
+
+def test_stream_counts_skipped_rows(corpus_dir: Path) -> None:
+    stream = read_corpus(_write_jsonl(corpus_dir / "corpus.jsonl", ROWS))
+    documents = list(stream)
+    assert len(documents) == 3
+    assert stream.skipped == 3
+
+
+def test_stream_length_hint_when_rows_known(corpus_dir: Path) -> None:
+    import operator
+
+    parquet = read_corpus(_write_parquet(corpus_dir / "corpus.parquet", ROWS))
+    folder = read_corpus(corpus_dir / "pictures")
+    jsonl = read_corpus(_write_jsonl(corpus_dir / "corpus.jsonl", ROWS))
+    assert operator.length_hint(parquet) == len(ROWS)
+    assert operator.length_hint(folder) == 3
+    assert operator.length_hint(jsonl) == 0
+    next(parquet)
+    assert operator.length_hint(parquet) == len(ROWS) - 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from flmr_rag.docstore import DocumentStore, DuplicateIdError, StoredDocument, encode_png
+from flmr_rag.docstore import DocumentStore, DocumentStoreCorruptedError, DuplicateIdError, StoredDocument, encode_png
 
 
 @pytest.fixture
@@ -185,3 +185,20 @@ def test_many_ids_exceed_parameter_limit(store: DocumentStore) -> None:
     assert len(store.get_many(ids)) == 2500
     store.finish_delete(store.mark_deleting(ids[:1500]))
     assert store.count() == 1000
+
+
+@pytest.mark.parametrize("keep_bytes", [0.5, 100])
+def test_truncated_docstore_names_file_and_fix(tmp_path: Path, keep_bytes: float) -> None:
+    path = tmp_path / "docstore.sqlite"
+    with DocumentStore(path, tmp_path / "images") as filled:
+        filled.stage([StoredDocument(f"d{number}", "x" * 2000) for number in range(50)])
+        filled.commit([f"d{number}" for number in range(50)])
+    content = path.read_bytes()
+    path.write_bytes(content[: int(len(content) * keep_bytes) if keep_bytes < 1 else int(keep_bytes)])
+
+    with pytest.raises(DocumentStoreCorruptedError) as error:
+        with DocumentStore(path, tmp_path / "images") as store:
+            store.ids()
+
+    assert str(path) in str(error.value)
+    assert "restore it from a backup or rebuild the index" in str(error.value)

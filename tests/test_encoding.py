@@ -203,3 +203,34 @@ def test_resolve_dtype_defaults_per_device() -> None:
 def test_resolve_dtype_rejects_unknown() -> None:
     with pytest.raises(ValueError, match="int8"):
         resolve_dtype("int8", torch.device("cpu"))
+
+
+def test_instruction_without_separator_warns(encoder: FLMREncoder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(encoding, "_appended_separator_warned", set())
+    with caplog.at_level(logging.WARNING, logger="flmr_rag.encoding"):
+        encoder.query_text(Query("Why?", instruction="Retrieve documents"))
+        encoder.query_text(Query("How?", instruction="Retrieve documents"))
+    warnings = [record.getMessage() for record in caplog.records if "Retrieve documents" in record.getMessage()]
+    assert len(warnings) == 1
+    assert "'Retrieve documents:'" in warnings[0]
+
+
+class _RecordList(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_very_long_question_no_transformers_warning(encoder: FLMREncoder) -> None:
+    encoder.model.query_tokenizer.deprecation_warnings.pop("sequence-length-is-longer-than-the-specified-maximum", None)
+    handler = _RecordList()
+    transformers_logger = logging.getLogger("transformers")
+    transformers_logger.addHandler(handler)
+    try:
+        encoder.encode_queries([Query(" ".join(["word"] * 1000) + "?")])
+    finally:
+        transformers_logger.removeHandler(handler)
+    assert not [message for message in handler.messages if "Token indices sequence length" in message]

@@ -417,3 +417,17 @@ def test_custom_prompt_template_is_used(bert_tokenizer: BertTokenizer) -> None:
     default_score = default.generate(QUESTION, PASSAGES[:1]).candidates[0].generation_log_prob
 
     assert custom_score != pytest.approx(default_score, abs=1e-6)
+
+
+def test_unreachable_hub_generator_names_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError) as error:
+        AnswerGenerator.from_pretrained("flmr-rag-tests/no-such-generator")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "'flmr-rag-tests/no-such-generator'" in message
+    assert "check the name and the network, or pass a local folder" in message
+    assert error.value.__cause__ is not None

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from flmr_rag.index import MultiVectorIndex, default_parameters
+from flmr_rag.index import MultiVectorIndex, SearchParameters, default_parameters
 from flmr_rag.scoring import packed_late_interaction_scores
 
 DIM = 32
@@ -176,7 +176,34 @@ def test_query_with_wrong_dim_is_rejected(tmp_path: Path) -> None:
 
 
 def test_default_parameters_follow_k() -> None:
-    assert [tuple(vars(default_parameters(k)).values()) for k in (10, 100, 1000)] == [(1, 0.5, 1024), (2, 0.45, 1024), (4, 0.4, 4096)]
+    assert [tuple(vars(default_parameters(k)).values()) for k in (10, 100, 1000)] == [(3, 0.45, 2048, 512), (4, 0.4, 4096, 1024), (4, 0.4, 4096, None)]
+
+
+def test_final_pool_is_ndocs_quarter_without_pool_and_at_least_k() -> None:
+    assert SearchParameters(2, 0.45, 1024).final_pool(10) == 256
+    assert SearchParameters(2, 0.45, 1024, pool=32).final_pool(10) == 32
+    assert SearchParameters(2, 0.45, 1024, pool=32).final_pool(50) == 50
+
+
+def test_larger_pool_lifts_recall_of_coarse_candidates(tmp_path: Path) -> None:
+    tokens, doclens, ids = clustered_collection(40, 600)
+    queries = queries_near(tokens, doclens, 20, seed=7)
+    expected_rows, _ = exact_top(queries, tokens, doclens, k=10)
+    index = build(tmp_path / "index", 1, tokens, doclens, ids)
+
+    def recall(pool: int) -> float:
+        results = index.search(queries, k=10, exact=False, ncells=4, ndocs=64, pool=pool)
+        return float(np.mean([len(set(found) & {ids[r] for r in rows}) / 10 for (found, _), rows in zip(results, expected_rows)]))
+
+    assert recall(10) < recall(64)
+
+
+@pytest.mark.parametrize("name", ["ncells", "ndocs", "pool"])
+def test_non_positive_search_counts_are_rejected(tmp_path: Path, name: str) -> None:
+    tokens, doclens, ids = clustered_collection(41, 10)
+    index = build(tmp_path / "index", 2, tokens, doclens, ids)
+    with pytest.raises(ValueError, match=f"{name}=0"):
+        index.search(tokens[:2], k=1, exact=False, **{name: 0})
 
 
 def test_concurrent_searches_match_sequential(tmp_path: Path) -> None:

@@ -446,7 +446,7 @@ def test_load_pickle_only_checkpoint_raises(saved_folder, tmp_path):
 def test_load_without_tokenizer_folders_raises(saved_folder, tmp_path):
     folder = copy_checkpoint(saved_folder, tmp_path / "checkpoint")
     shutil.rmtree(folder / "query_tokenizer")
-    with pytest.raises(FileNotFoundError, match=r"no query_tokenizer/ folder; pass query_tokenizer="):
+    with pytest.raises(FileNotFoundError, match=r"no query_tokenizer/ folder; copy the tokenizer folders from the original checkpoint \(or pass query_tokenizer="):
         FLMRModelForRetrieval.from_pretrained(folder)
 
 
@@ -561,3 +561,35 @@ def test_context_tokenizer_marker_and_max_length():
     assert encoded["input_ids"].shape == (4, 64)
     assert (encoded["input_ids"][:, 1] == 2).all()
     assert context_tokenizer(" ".join(WORDS * 3))["input_ids"].shape == (1, 64)
+
+
+def test_load_truncated_weights_names_file(saved_folder, tmp_path):
+    folder = copy_checkpoint(saved_folder, tmp_path / "checkpoint")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="truncated or corrupt") as error:
+        FLMRModelForRetrieval.from_pretrained(folder)
+    assert str(weights) in str(error.value)
+    assert "re-download the checkpoint or re-save it" in str(error.value)
+
+
+def test_hub_failure_message_is_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError) as error:
+        FLMRModelForRetrieval.from_pretrained("flmr-rag-tests/no-such-model")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "'flmr-rag-tests/no-such-model'" in message
+    assert "check the name and the network, or pass a local folder" in message
+    assert error.value.__cause__ is not None
+
+
+def test_hub_failure_message_joins_lines():
+    from flmr_rag.models.checkpoint import hub_failure_message
+
+    message = hub_failure_message("checkpoint", "owner/name", OSError("could not connect.\nCheck your connection."))
+    assert message.count("\n") == 0
+    assert "could not connect. Check your connection." in message

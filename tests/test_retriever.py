@@ -490,3 +490,37 @@ def test_index_mixed_corpus_from_reader(format_name: str, tmp_path: Path, preflm
         assert sorted(_ids(by_text)) == sorted(ids)
         scores = np.array([result.score for result in by_image])
         assert np.all(np.diff(scores) <= 0)
+
+
+def test_relative_index_dir_stores_usable_image_paths(tmp_path: Path, preflmr_tiny_path: Path, images: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with FLMRRetriever.create("kbA", model=preflmr_tiny_path) as created:
+        created.add([Document(id="pil", image=Image.open(images[0]).copy())], show_progress=False)
+        stored = Path(created.get("pil").image)
+    assert stored.is_absolute()
+    assert stored.is_file()
+
+    monkeypatch.chdir(tmp_path / "kbA")
+    with FLMRRetriever.open(tmp_path / "kbA", load_model=False) as reopened:
+        assert Path(reopened.get("pil").image).is_file()
+
+
+def test_add_progress_total_from_stream(tmp_path: Path, preflmr_tiny_path: Path, images: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import flmr_rag.retriever as retriever_module
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for image in images[:3]:
+        shutil.copy(image, folder / image.name)
+    totals: list[object] = []
+    original = retriever_module.progress
+
+    def recording_progress(*args: object, **kwargs: object) -> object:
+        totals.append(kwargs.get("total"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(retriever_module, "progress", recording_progress)
+    with FLMRRetriever.create(tmp_path / "kb", model=preflmr_tiny_path) as created:
+        created.add(read_corpus(folder))
+        created.add(document for document in [Document(id="solo", text="one passage")])
+    assert totals == [3, None]

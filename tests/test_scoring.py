@@ -116,6 +116,23 @@ def test_packed_single_query_and_small_blocks(monkeypatch: pytest.MonkeyPatch) -
     assert torch.allclose(whole, blocked, atol=1e-6)
 
 
+def test_packed_zero_length_documents_at_edges_and_block_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    doclens = torch.tensor([0, 2, 0, 0, 3, 1, 0])
+    tokens = random_unit(int(doclens.sum()), 8, seed=20)
+    query = random_unit(3, 8, seed=21)
+    monkeypatch.setattr(scoring, "_MAX_BLOCK_ELEMENTS", 3 * 2)
+
+    scores = scoring.packed_late_interaction_scores(query, tokens, doclens)
+
+    offsets = torch.cumsum(doclens, 0) - doclens
+    for n, length in enumerate(doclens.tolist()):
+        if length == 0:
+            assert scores[n].item() == float("-inf")
+        else:
+            expected = reference_score(query, tokens[offsets[n] : offsets[n] + length])
+            assert scores[n].item() == pytest.approx(expected, abs=1e-5)
+
+
 def test_packed_rejects_wrong_doclens() -> None:
     tokens = random_unit(6, 8, seed=14)
     with pytest.raises(ValueError, match="summing to 6"):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from flmr_rag.cli import UsageError
+from flmr_rag.commands.common import INSTRUCTION_HELP, add_device_option, add_dtype_option, check_image_option
 from flmr_rag.commands.generation_options import add_generation_options, load_generator
 
 
@@ -19,15 +20,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("index", metavar="DIR", help="the index directory")
     parser.add_argument("--question", required=True, help="the question text")
-    parser.add_argument("--image", help="path of the query image")
+    parser.add_argument("--image", metavar="IMAGE", help="path of the query image")
     parser.add_argument("--generator", required=True, metavar="MODEL", help="generator hub id or local folder (T5, causal LM, BLIP-2, ...)")
     parser.add_argument("-k", type=int, default=5, help="passages to retrieve and answer from (default: 5)")
-    parser.add_argument("--instruction", help="query instruction for the retriever (default: the index's)")
+    parser.add_argument("--instruction", help=f"query instruction for the retriever, ending with ':'; {INSTRUCTION_HELP} (default: the index's)")
     add_generation_options(parser, selection_help="how to choose the final answer (default: joint)")
     parser.add_argument("--caption", help="an image caption to put in the prompt")
     parser.add_argument("--exact", action="store_true", help="score every document exactly instead of the approximate search")
-    parser.add_argument("--device", help="device for both models, e.g. cpu or cuda (default: CUDA when available)")
-    parser.add_argument("--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on CUDA)")
+    add_device_option(parser, help_text="device for both models: cpu, cuda or cuda:N (default: cuda when available)")
+    add_dtype_option(parser)
     parser.add_argument("--json", action="store_true", help="print the answer and every candidate as JSON")
     parser.set_defaults(func=run)
     return parser
@@ -38,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"-k must be at least 1, got {args.k}")
     if not args.question.strip():
         raise UsageError("--question is empty; pass the question text")
-    if args.image is not None and not Path(args.image).is_file():
-        raise UsageError(f"image {args.image} does not exist; pass the path of an image file")
+    if args.image is not None:
+        check_image_option(args.image)
     if not Path(args.index).is_dir():
         raise UsageError(f"index directory {args.index} does not exist; build one with `flmr-rag index`")
 

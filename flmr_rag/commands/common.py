@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +31,61 @@ def positive_int(value: str) -> int:
     return number
 
 
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
+INSTRUCTION_HELP = "a trailing ':' is appended, with a warning, when the instruction has none"
+
+
+def device_option(value: str) -> str:
+    """argparse type: ``cpu``, ``cuda`` or ``cuda:N``, where CUDA must be available."""
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"invalid --device {value!r}; use cpu, cuda or cuda:N")
+    if value.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"--device {value}: CUDA is not available on this machine; use --device cpu")
+        number = int(value.partition(":")[2] or 0)
+        if number >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"--device {value}: this machine has {torch.cuda.device_count()} CUDA devices; use cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
+    return value
+
+
+def add_device_option(
+    parser: argparse.ArgumentParser, help_text: str = "device to run the model on: cpu, cuda or cuda:N (default: cuda when available)"
+) -> None:
+    """Add --device, checked by :func:`device_option`."""
+    parser.add_argument("--device", type=device_option, default=None, help=help_text)
+
+
+def add_dtype_option(parser: argparse.ArgumentParser) -> None:
+    """Add --dtype with the supported choices."""
+    parser.add_argument("--dtype", default=None, choices=DTYPE_CHOICES, help="model dtype (default: bfloat16 or float16 on CUDA, float32 on CPU)")
+
+
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """Add --device, --dtype and --batch-size."""
-    parser.add_argument("--device", default=None, help="device to run the model on, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument(
-        "--dtype",
-        default=None,
-        choices=("auto", "float32", "float16", "bfloat16"),
-        help="model dtype (default: bfloat16 or float16 on CUDA, float32 on CPU)",
-    )
+    add_device_option(parser)
+    add_dtype_option(parser)
     parser.add_argument("--batch-size", type=positive_int, default=None, help="documents or queries per forward pass (default: 32)")
+
+
+def check_image_option(value: str, option: str = "--image") -> None:
+    """Raise a usage error unless ``value`` is a readable image file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(value)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory, not an image file; pass the path of one image")
+    if not path.is_file():
+        raise UsageError(f"{option} {path} does not exist; check the path")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise UsageError(f"{option} {path} is not a readable image file ({error}); check the file or convert it to PNG/JPEG") from None
 
 
 def add_corpus_options(parser: argparse.ArgumentParser) -> None:
@@ -54,11 +100,19 @@ def add_corpus_options(parser: argparse.ArgumentParser) -> None:
 
 def read_corpus_argument(args: argparse.Namespace) -> Any:
     """Return the document stream of ``args.corpus``; a missing path is a usage error."""
-    from flmr_rag.data import read_corpus
+    from flmr_rag.data import CorpusError, format_of, read_corpus
 
     path = Path(args.corpus)
     if not path.exists():
         raise UsageError(f"corpus {path} does not exist; check the path")
+    if args.format is None:
+        try:
+            format_of(path)
+        except CorpusError:
+            raise UsageError(
+                f"cannot tell the format of corpus {path} from its extension {path.suffix!r}; "
+                f"rename it to .jsonl, .csv, .tsv or .parquet, or pass --format ({', '.join(CORPUS_FORMATS)})"
+            ) from None
     return read_corpus(
         path,
         format=args.format,
@@ -74,9 +128,32 @@ def require_index_dir(path: str) -> Path:
     from flmr_rag.index_directory import SETTINGS_FILE
 
     directory = Path(path)
-    if not (directory / SETTINGS_FILE).is_file():
-        raise UsageError(f"{directory} is not an flmr-rag index directory; build one with: flmr-rag index CORPUS --index {directory}")
-    return directory
+    if (directory / SETTINGS_FILE).is_file():
+        return directory
+    if not directory.exists():
+        raise UsageError(f"{directory} does not exist; build an index with: flmr-rag index CORPUS --index {directory}")
+    if not directory.is_dir():
+        raise UsageError(
+            f"{directory} is a file, not an flmr-rag index directory; pass the index directory "
+            f"(to index this file: flmr-rag index {directory} --index NEW_DIR)"
+        )
+    if any(directory.iterdir()):
+        raise UsageError(
+            f"{directory} is not an flmr-rag index directory (it has no {SETTINGS_FILE}); "
+            "pass the directory given to --index when the index was built"
+        )
+    raise UsageError(f"{directory} is an empty directory, not an flmr-rag index directory; build one with: flmr-rag index CORPUS --index {directory}")
+
+
+def plural(count: int, noun: str) -> str:
+    """Return ``"1 document"`` or ``"2 documents"``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def skipped_rows_note(documents: Any) -> str:
+    """Return ``"; skipped 2 rows (see the warning above)"`` for a stream that skipped rows, else ``""``."""
+    skipped = getattr(documents, "skipped", 0)
+    return f"; skipped {plural(skipped, 'row')} (see the warning above)" if skipped else ""
 
 
 def print_json(value: Any) -> None:

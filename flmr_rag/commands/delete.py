@@ -41,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(f"deleted {deleted} of {len(unique)} documents from {directory} ({summary['not_found']} ids not found); {remaining} remain")
+        print(f"deleted {deleted} of {plural(len(unique), 'document')} from {directory} ({summary['not_found']} not found); {remaining} remain")
     return 0

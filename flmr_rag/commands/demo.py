@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 DEFAULT_REPORT_DIR = Path("flmr-rag-demo")
@@ -24,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--report", metavar="PATH", help=f"HTML report path (default: {DEFAULT_REPORT_DIR}/report.html)")
     parser.add_argument("--cache-dir", metavar="DIR", help="folder for the trained models (default: $FLMR_RAG_CACHE, else $XDG_CACHE_HOME/flmr-rag, else ~/.cache/flmr-rag)")
     parser.add_argument("--retrain", action="store_true", help="train again even when the cache contains the models")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--parallel-training", action="store_true", help="train the reader in a worker process (one thread) while the retriever trains")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads of this process (default: CPU count minus the reader worker's one, at least 1)")
+    parser.add_argument("--sequential", action="store_true", help="train the reader after the retriever in this process, instead of in a one-thread worker process at the same time")
     parser.set_defaults(func=run)
     return parser
 
@@ -37,13 +38,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     import torch
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    # The reader trains in a worker process on one thread, so the retriever gets the other cores.
+    threads = args.threads
+    if threads is None:
+        reserved = 0 if args.sequential else 1
+        threads = max((os.cpu_count() or 2) - reserved, 1)
+    torch.set_num_threads(threads)
 
     from flmr_rag.demo.pipeline import FULL_SETTINGS, QUICK_SETTINGS, run_demo
     from flmr_rag.demo.report import format_table, write_html, write_json
 
-    result = run_demo(QUICK_SETTINGS if args.quick else FULL_SETTINGS, cache_dir=args.cache_dir, retrain=args.retrain, parallel_training=args.parallel_training)
+    result = run_demo(QUICK_SETTINGS if args.quick else FULL_SETTINGS, cache_dir=args.cache_dir, retrain=args.retrain, parallel_training=not args.sequential)
     print(format_table(result))
 
     report = Path(args.report) if args.report else DEFAULT_REPORT_DIR / "report.html"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flmr_rag.cli import UsageError
+from flmr_rag.commands.common import add_device_option, add_dtype_option
 from flmr_rag.commands.generation_options import add_generation_options, load_generator
 
 
@@ -29,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, help="evaluate only the first N rows")
     parser.add_argument("--exact", action="store_true", help="score every document exactly instead of the approximate search")
     add_generation_options(parser, selection_help="how to choose each final answer (default: joint)")
-    parser.add_argument("--device", help="device for the models, e.g. cpu or cuda (default: CUDA when available)")
-    parser.add_argument("--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on CUDA)")
+    add_device_option(parser, help_text="device for the models: cpu, cuda or cuda:N (default: cuda when available)")
+    add_dtype_option(parser)
     parser.add_argument("--json", metavar="PATH", help="also write the full result, predictions included, to this JSON file")
     parser.set_defaults(func=run)
     return parser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -10,12 +11,17 @@ from pathlib import Path
 from flmr_rag.cli import UsageError
 from flmr_rag.commands.common import (
     DEFAULT_MODEL,
+    INSTRUCTION_HELP,
     add_corpus_options,
     add_runtime_options,
     positive_int,
+    plural,
     print_json,
     read_corpus_argument,
+    skipped_rows_note,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--index", required=True, metavar="DIR", help="the index directory to create (new or empty)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local folder of an FLMR checkpoint (default: {DEFAULT_MODEL})")
     parser.add_argument("--nbits", type=int, choices=(1, 2, 4, 8), default=2, help="bits per residual dimension; more is more accurate and larger (default: 2)")
-    parser.add_argument("--instruction", default=None, help="query instruction ending with ':' used for every query kind (default: one per kind)")
+    parser.add_argument(
+        "--instruction", default=None, help=f"query instruction ending with ':' used for every query kind; {INSTRUCTION_HELP} (default: one per kind)"
+    )
     parser.add_argument("--chunk-size", type=positive_int, default=4096, help="documents per commit; bounds memory (default: 4096)")
     add_runtime_options(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -42,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--index {directory} is not an empty directory; choose a new path")
     existed = directory.exists()
     documents = read_corpus_argument(args)
+    if args.instruction and ":" not in args.instruction:
+        logger.warning(
+            "--instruction %r has no ':' separator; queries will use %r so that the instruction tokens are masked",
+            args.instruction,
+            f"{args.instruction.strip()}:",
+        )
 
     from flmr_rag.retriever import FLMRRetriever
 
@@ -70,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         "model": retriever.settings["model"],
         "documents": len(retriever),
         "added": len(ids),
+        "skipped": getattr(documents, "skipped", 0),
         "nbits": args.nbits,
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -78,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(f"indexed {summary['added']} documents into {directory} with {summary['model']} in {summary['seconds']} s")
+        print(
+            f"indexed {plural(summary['added'], 'document')} into {directory} with {summary['model']} "
+            f"in {summary['seconds']} s{skipped_rows_note(documents)}"
+        )
     return 0
 
 

@@ -40,9 +40,10 @@ def environment_info() -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     if args.index:
+        from flmr_rag.commands.common import require_index_dir
         from flmr_rag.commands.index_info import describe_index
 
-        info = describe_index(args.index)
+        info = describe_index(require_index_dir(args.index))
     else:
         info = environment_info()
     if args.json:

@@ -30,14 +30,14 @@ def read_image_folder(path: str | Path, strict: bool = False, recursive: bool = 
     if not folder.is_dir():
         raise CorpusError(f"{folder} is not a folder; pass a folder of images or a corpus file")
     converter = RowConverter(folder, id_column="id", text_column="text", image_column="image", base_dir=folder, strict=strict)
-    return convert_rows(converter, _rows(folder, recursive))
-
-
-def _rows(folder: Path, recursive: bool) -> Iterator[tuple[str, dict[str, Any]]]:
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     images = sorted(
         candidate for candidate in candidates if candidate.is_file() and candidate.suffix.lower() in IMAGE_SUFFIXES
     )
+    return convert_rows(converter, _rows(folder, images), total_rows=len(images))
+
+
+def _rows(folder: Path, images: list[Path]) -> Iterator[tuple[str, dict[str, Any]]]:
     for image in images:
         relative = image.relative_to(folder).as_posix()
         caption_file = image.with_suffix(".txt")

@@ -57,7 +57,7 @@ def read_parquet(
         raise CorpusError(f"{path} is not a readable Parquet file: {error}") from error
     converter = RowConverter(path, id_column, text_column, image_column, strict=strict, metadata_columns=metadata_columns)
     converter.check_columns(parquet_file.schema_arrow.names)
-    return convert_rows(converter, _rows(parquet_file))
+    return convert_rows(converter, _rows(parquet_file), total_rows=parquet_file.metadata.num_rows)
 
 
 def _rows(parquet_file: Any) -> Iterator[tuple[str, dict[str, Any]]]:

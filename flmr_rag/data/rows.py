@@ -230,10 +230,46 @@ class RowConverter:
             )
 
 
-def convert_rows(converter: RowConverter, rows: Iterable[tuple[str, Mapping[str, Any]]]) -> Iterator[Document]:
-    """Yield the documents of ``(location, row)`` pairs, then run the converter's final checks."""
-    for location, row in rows:
-        document = converter.convert(row, location)
-        if document is not None:
-            yield document
-    converter.finish()
+class DocumentStream(Iterator[Document]):
+    """The documents of one corpus, converted lazily from ``(location, row)`` pairs.
+
+    ``skipped`` counts the rows skipped so far. ``total_rows`` is the row count when the reader
+    knows it before reading (Parquet metadata, an image folder's listing), else None.
+    """
+
+    def __init__(self, converter: RowConverter, rows: Iterable[tuple[str, Mapping[str, Any]]], total_rows: int | None = None) -> None:
+        self.converter = converter
+        self.total_rows = total_rows
+        self._documents = self._convert(rows)
+
+    def _convert(self, rows: Iterable[tuple[str, Mapping[str, Any]]]) -> Iterator[Document]:
+        for location, row in rows:
+            document = self.converter.convert(row, location)
+            if document is not None:
+                yield document
+        self.converter.finish()
+
+    @property
+    def skipped(self) -> int:
+        """Rows skipped so far (without text and image, or with an unreadable image)."""
+        return sum(self.converter.skipped.values())
+
+    def __next__(self) -> Document:
+        return next(self._documents)
+
+    def __length_hint__(self) -> int:
+        # Rows not read yet; skipped rows make it an upper bound of the documents still to come.
+        if self.total_rows is None:
+            return NotImplemented
+        return max(self.total_rows - self.converter.rows_read, 0)
+
+    def close(self) -> None:
+        """Stop reading and release the file the rows come from."""
+        self._documents.close()
+
+
+def convert_rows(
+    converter: RowConverter, rows: Iterable[tuple[str, Mapping[str, Any]]], total_rows: int | None = None
+) -> DocumentStream:
+    """Return the documents of ``(location, row)`` pairs; the converter's final checks run after the last row."""
+    return DocumentStream(converter, rows, total_rows)

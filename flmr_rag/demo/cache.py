@@ -1,4 +1,4 @@
-"""Where the demo keeps its trained models: the user's cache folder, one subfolder per recipe."""
+"""The demo's model cache: the user's cache folder, one subfolder per recipe."""
 
 from __future__ import annotations
 

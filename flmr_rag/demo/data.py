@@ -144,7 +144,7 @@ def label_image_kinds(questions: list[Question], image_paths: dict[int, Path]) -
 
 
 class _Evidence:
-    """What the answers say about one attribute: a fixed value and the values ruled out."""
+    """Evidence from the answers about one attribute: a fixed value and the values ruled out."""
 
     def __init__(self, values: tuple[str, ...]) -> None:
         self.values = values
@@ -184,7 +184,7 @@ def kind_from_pixels(path: Path) -> tuple[str, str]:
 
     The background is the most frequent colour. The colour is the colour centre nearest to the
     most frequent of the other pixels (edges are blended with the background), and the shape follows from how much of its bounding box the shape
-    fills. Raises ValueError when the image holds a single colour.
+    fills. Raises ValueError when the image contains a single colour.
     """
     pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.int32)
     flat = pixels.reshape(-1, 3)

@@ -32,7 +32,7 @@ class RetrieverRecipe:
         separate_text_encoders: give queries and passages their own MiniLM copy and linear
             (PreFLMR layout) instead of one shared pair (FLMR layout).
         steps, batch_size, gradient_accumulation_steps, learning_rate, warmup_steps: training
-            budget. Each micro-batch holds one query per passage (24), so its in-batch loss is
+            budget. Each micro-batch contains one query per passage (24), so its in-batch loss is
             the cross-entropy over the whole knowledge base. AdamW uses the same rate for the
             mapping networks and the vision tower; the text encoder stays frozen.
         seed: fixes initialisation, batch order and dropout.

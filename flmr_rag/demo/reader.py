@@ -125,7 +125,7 @@ def train_reader(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 10 == 0 or step == recipe.steps - 1:
             rate = (step + 1) * recipe.batch_size / max(time.perf_counter() - started, 1e-9)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", examples_per_s=f"{rate:.0f}")

@@ -34,14 +34,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """Return a torch dtype for ``dtype``; ``None`` means float32 on the CPU and bfloat16 (or float16) on CUDA.
+    """Return a torch dtype for ``dtype``; ``None`` or ``"auto"`` means float32 on the CPU and bfloat16 (or float16) on CUDA.
 
     Raises:
         ValueError: ``dtype`` is a string that names no supported dtype.
     """
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype is None:
+    if dtype is None or dtype == "auto":
         if device.type != "cuda":
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -83,16 +83,23 @@ def load_model_and_processor(name: str | os.PathLike[str], dtype: torch.dtype) -
     if folder.is_dir() and not (folder / "config.json").is_file():
         raise FileNotFoundError(f"generator folder {name} has no config.json; pass a folder written by save_pretrained")
 
-    config = AutoConfig.from_pretrained(name)
-    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-        model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
-        processor = AutoProcessor.from_pretrained(name)
-    elif getattr(config, "is_encoder_decoder", False):
-        model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=dtype)
-        processor = AutoTokenizer.from_pretrained(name)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-        processor = AutoTokenizer.from_pretrained(name)
+    try:
+        config = AutoConfig.from_pretrained(name)
+        if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+            model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
+            processor = AutoProcessor.from_pretrained(name)
+        elif getattr(config, "is_encoder_decoder", False):
+            model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=dtype)
+            processor = AutoTokenizer.from_pretrained(name)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+            processor = AutoTokenizer.from_pretrained(name)
+    except OSError as error:
+        if folder.is_dir():
+            raise OSError(f"generator folder {name} could not be loaded ({' '.join(str(error).split())}); check its files") from error
+        from flmr_rag.models.checkpoint import hub_failure_message
+
+        raise OSError(hub_failure_message("generator", name, error)) from error
 
     logger.info("loaded generator %s (%s, %s)", name, type(model).__name__, dtype)
     return model, processor

@@ -289,6 +289,7 @@ class MultiVectorIndex:
         centroid_score_threshold: float | None = None,
         ndocs: int | None = None,
         rerank: bool | None = None,
+        pool: int | None = None,
     ) -> SearchResults:
         """Return the ``k`` best live documents for each query.
 
@@ -298,8 +299,11 @@ class MultiVectorIndex:
             mask: ``[Lq]`` or ``[B, Lq]`` bool, True for rows to use (None uses all).
             exact: True scores every document exhaustively; False always uses the PLAID pipeline;
                 None (default) is exhaustive when the index contains at most 32,768 live tokens.
-            ncells, centroid_score_threshold, ndocs: PLAID parameters; None takes the defaults for ``k``
-                (k <= 10: 1 / 0.5 / 1024; k <= 100: 2 / 0.45 / 1024; else 4 / 0.4 / max(4k, 4096)).
+            ncells, centroid_score_threshold, ndocs, pool: PLAID parameters (see ``SearchParameters``;
+                ``pool`` candidates reach exact scoring); None takes the defaults for ``k``, except that
+                ``pool`` is ``ndocs // 4`` when only ``ndocs`` is given
+                (k <= 10: 3 / 0.45 / 2048 / 512; k <= 100: 4 / 0.4 / 4096 / 1024;
+                else 4 / 0.4 / max(4k, 4096) / ndocs // 4).
             rerank: score the final candidates with the float16 originals (default: when kept).
 
         Returns:
@@ -307,14 +311,17 @@ class MultiVectorIndex:
             non-zero row gets ``([], empty array)``. A 2-D ``queries`` also returns a list of one pair.
 
         Raises:
-            ValueError: bad shapes, wrong dim, non-finite values, ``k < 1``, or ``rerank=True``
-                on an index without originals.
+            ValueError: bad shapes, wrong dim, non-finite values, ``k < 1``, ``ncells``, ``ndocs`` or
+                ``pool`` below 1, or ``rerank=True`` on an index without originals.
         """
         snapshot = self._current()
         query_list = _validate_queries(queries, mask, snapshot.dim)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k={k!r} must be a positive integer")
         k = int(k)
+        for name, value in (("ncells", ncells), ("ndocs", ndocs), ("pool", pool)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise ValueError(f"{name}={value!r} must be a positive integer or None (the default for k)")
         if rerank is None:
             rerank = snapshot.has_originals
         elif rerank and not snapshot.has_originals:
@@ -334,6 +341,7 @@ class MultiVectorIndex:
                 ncells=defaults.ncells if ncells is None else ncells,
                 centroid_score_threshold=defaults.centroid_score_threshold if centroid_score_threshold is None else centroid_score_threshold,
                 ndocs=defaults.ndocs if ndocs is None else ndocs,
+                pool=defaults.pool if pool is None and ndocs is None else pool,
             )
             found = [plaid_search(snapshot, query_list[position], k, parameters, rerank) for position in active]
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -84,11 +84,17 @@ def resolve_checkpoint_folder(
             allow_patterns=CHECKPOINT_FILE_PATTERNS,
         )
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
-        raise FileNotFoundError(
-            f"checkpoint {name!r} is not a local folder and downloading it from the Hugging Face hub failed "
-            f"({type(error).__name__}: {error}); check the name and the network, or pass a local folder"
-        ) from error
+        raise FileNotFoundError(hub_failure_message("checkpoint", name, error)) from error
     return Path(downloaded)
+
+
+def hub_failure_message(kind: str, name: str, error: BaseException) -> str:
+    """Return a one-line message for a failed hub download of ``name`` (the hub's own messages span lines)."""
+    detail = " ".join(str(error).split())
+    return (
+        f"{kind} {name!r} is not a local folder and downloading it from the Hugging Face hub failed "
+        f"({type(error).__name__}: {detail}); check the name and the network, or pass a local folder"
+    )
 
 
 def checkpoint_weight_files(folder: Path) -> list[Path]:
@@ -119,15 +125,24 @@ def checkpoint_weight_files(folder: Path) -> list[Path]:
 
 def read_state_dict(files: list[Path], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """Read every tensor of the given safetensors files on the CPU, cast to ``dtype`` if given
-    (floating-point tensors only)."""
+    (floating-point tensors only).
+
+    Raises:
+        ValueError: a file is truncated or is not a safetensors file.
+    """
     state: dict[str, torch.Tensor] = {}
     for file in files:
-        with safe_open(str(file), framework="pt", device="cpu") as handle:
-            for key in handle.keys():
-                tensor = handle.get_tensor(key)
-                if dtype is not None and tensor.is_floating_point():
-                    tensor = tensor.to(dtype)
-                state[key] = tensor
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    tensor = handle.get_tensor(key)
+                    if dtype is not None and tensor.is_floating_point():
+                        tensor = tensor.to(dtype)
+                    state[key] = tensor
+        except SafetensorError as error:
+            raise ValueError(
+                f"weights file {file} is truncated or corrupt ({error}); re-download the checkpoint or re-save it with save_pretrained"
+            ) from error
     return state
 
 

@@ -84,8 +84,8 @@ class FLMRPretrainedIO:
             if given is None:
                 if not (folder / name).is_dir():
                     raise FileNotFoundError(
-                        f"{folder} has no {name}/ folder; pass {name}={tokenizer_class.__name__}.from_pretrained(...) "
-                        "to FLMRModelForRetrieval.from_pretrained"
+                        f"the checkpoint folder {folder} has no {name}/ folder; copy the tokenizer folders from the "
+                        f"original checkpoint (or pass {name}={tokenizer_class.__name__}.from_pretrained(...) in Python)"
                     )
                 given = tokenizer_class.from_pretrained(str(folder), subfolder=name)
             tokenizers[name] = given
