@@ -219,3 +219,21 @@ def test_two_writers_serialise_through_the_lock(committed: Path) -> None:
     assert len(reopened) == 26
     assert reopened.contains("s6-2")
     assert reopened.contains("s7-2")
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_overwritten_header_error_omits_pickle_advice(tmp_path: Path, mmap: bool) -> None:
+    from flmr_rag.index.segment import load_array
+
+    path = tmp_path / "codes.npy"
+    np.save(path, np.arange(100, dtype=np.int32))
+    content = bytearray(path.read_bytes())
+    content[:10] = b"garbage!!!"
+    path.write_bytes(bytes(content))
+
+    with pytest.raises(IndexCorruptedError) as caught:
+        load_array(path, mmap=mmap)
+
+    assert "does not start with a .npy header" in str(caught.value)
+    assert "pickle" not in str(caught.value)
+    assert "\n" not in str(caught.value)

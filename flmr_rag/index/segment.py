@@ -43,9 +43,19 @@ def load_array(path: Path, mmap: bool) -> np.ndarray:
     except ValueError as error:
         if mmap and "empty" in str(error).lower():
             return load_array(path, mmap=False)
-        raise IndexCorruptedError(path, f"not a readable .npy array ({error})") from error
+        raise IndexCorruptedError(path, f"not a readable .npy array ({_numpy_reason(error)})") from error
     except (OSError, EOFError) as error:
-        raise IndexCorruptedError(path, f"not a readable .npy array ({error})") from error
+        raise IndexCorruptedError(path, f"not a readable .npy array ({_numpy_reason(error)})") from error
+
+
+def _numpy_reason(error: Exception) -> str:
+    """Return numpy's load error on one line, without its advice to unpickle the file."""
+    text = str(error)
+    if "pickled" in text:
+        # numpy reads any file without the .npy magic bytes as a pickle and says so.
+        return "the file does not start with a .npy header"
+    text = text.split("If you trust the file", 1)[0]
+    return " ".join(text.split()).rstrip(" (")
 
 
 def encode_ids(ids: list[str]) -> np.ndarray:
