@@ -136,7 +136,7 @@ def plaid_search(
     assert codec is not None and ivf is not None
     # numpy for these small products: on a busy CPU they ran several times faster than torch's thread pool.
     query_np = query.numpy()
-    # [K, Lq]: a document's codes gather whole contiguous rows.
+    # S as [K, Lq], so that gathering by a document's codes copies contiguous rows.
     centroid_scores = codec.centroids @ query_np.T
     live = snapshot.live_mask()
     wanted = min(k, int(live.sum()))
@@ -160,8 +160,8 @@ def plaid_search(
 
     # Stage 2: pruned centroid interaction.
     if len(candidates) > budget:
-        kept = centroid_scores.max(axis=1) >= parameters.centroid_score_threshold
-        approximate = _centroid_interaction(snapshot, candidates, centroid_scores, kept)
+        kept_centroids = centroid_scores.max(axis=1) >= parameters.centroid_score_threshold
+        approximate = _centroid_interaction(snapshot, candidates, centroid_scores, kept_centroids)
         candidates = _best_rows(candidates, approximate, budget)
 
     # Stage 3: full centroid interaction.
@@ -186,20 +186,20 @@ def _probed_cells(centroid_scores: np.ndarray, ncells: int) -> np.ndarray:
     return np.unique(best.numpy())
 
 
-def _centroid_interaction(snapshot: IndexSnapshot, doc_rows: np.ndarray, centroid_scores: np.ndarray, kept: np.ndarray | None) -> np.ndarray:
+def _centroid_interaction(snapshot: IndexSnapshot, doc_rows: np.ndarray, centroid_scores: np.ndarray, kept_centroids: np.ndarray | None) -> np.ndarray:
     """Return ``[len(doc_rows)]`` approximate scores ``sum_q max_t S[code_t, q]`` over each document's tokens.
 
-    ``centroid_scores`` is ``S`` ``[K, Lq]``. With ``kept`` (``[K]`` bool), only tokens whose
+    ``centroid_scores`` is ``S`` ``[K, Lq]``. With ``kept_centroids`` (``[K]`` bool), only tokens whose
     centroid is kept count, and a document none of whose codes is kept scores -inf. Every
     document must have tokens.
     """
     codes = snapshot.codes[snapshot.token_rows(doc_rows)]
     counts = snapshot.doclens[doc_rows]
-    if kept is None:
+    if kept_centroids is None:
         return segment_maxima(centroid_scores[codes], counts, axis=0).sum(axis=1)
 
-    # Drop the tokens of pruned centroids before the gather, the costly step.
-    token_kept = kept[codes]
+    # Drop the tokens of pruned centroids before gathering score rows, the costly step.
+    token_kept = kept_centroids[codes]
     counts = np.add.reduceat(token_kept, np.concatenate(([0], np.cumsum(counts[:-1]))), dtype=np.int64)
     scores = np.full(len(doc_rows), -np.inf, dtype=np.float32)
     present = counts > 0
