@@ -251,12 +251,14 @@ def run_colbert(colbert_python: str, name: str, tokens: np.ndarray, doclens: np.
     data_dir = work_dir / f"colbert-{name}"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
+
     np.save(data_dir / "tokens.npy", tokens)
     np.save(data_dir / "doclens.npy", doclens)
     np.save(data_dir / "queries.npy", queries)
     (data_dir / "settings.json").write_text(json.dumps({"nbits": nbits_list}))
     (data_dir / "worker.py").write_text(COLBERT_WORKER)
     out_path = data_dir / "out.json"
+
     logger.info("%s: colbert-ai baseline (subprocess, timeout %.0f s)", name, timeout)
     try:
         completed = subprocess.run([colbert_python, str(data_dir / "worker.py"), str(data_dir), str(out_path)], capture_output=True, text=True, timeout=timeout)
@@ -266,6 +268,7 @@ def run_colbert(colbert_python: str, name: str, tokens: np.ndarray, doclens: np.
     if completed.returncode != 0 or not out_path.exists():
         logger.warning("%s: colbert-ai baseline failed (exit %d): %s", name, completed.returncode, completed.stderr[-2000:])
         return {}
+
     ids = np.array([f"doc{i}" for i in range(len(doclens))])
     results = {}
     for nbits, entry in json.loads(out_path.read_text()).items():
@@ -286,6 +289,7 @@ def run_colbert(colbert_python: str, name: str, tokens: np.ndarray, doclens: np.
             "recall_at_100_vs_exact": round(recall(found[100], truth, ids, 100), 4),
         }
         logger.info("%s", json.dumps(results[f"{name}/colbert-ai-nbits{nbits}"]))
+
     shutil.rmtree(data_dir, ignore_errors=True)
     return results
 

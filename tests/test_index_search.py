@@ -179,7 +179,7 @@ def test_default_parameters_follow_k() -> None:
     assert [tuple(vars(default_parameters(k)).values()) for k in (10, 100, 1000)] == [(3, 0.45, 2048, 512), (4, 0.4, 4096, 1024), (4, 0.4, 4096, None)]
 
 
-def test_final_pool_is_ndocs_quarter_without_pool_and_at_least_k() -> None:
+def test_final_pool_defaults_and_minimum() -> None:
     assert SearchParameters(2, 0.45, 1024).final_pool(10) == 256
     assert SearchParameters(2, 0.45, 1024, pool=32).final_pool(10) == 32
     assert SearchParameters(2, 0.45, 1024, pool=32).final_pool(50) == 50

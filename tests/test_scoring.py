@@ -116,7 +116,7 @@ def test_packed_single_query_and_small_blocks(monkeypatch: pytest.MonkeyPatch) -
     assert torch.allclose(whole, blocked, atol=1e-6)
 
 
-def test_packed_zero_length_documents_at_edges_and_block_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_packed_zero_length_documents_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     doclens = torch.tensor([0, 2, 0, 0, 3, 1, 0])
     tokens = random_unit(int(doclens.sum()), 8, seed=20)
     query = random_unit(3, 8, seed=21)
