@@ -10,7 +10,8 @@ INTEGRATIONS := $(wildcard integrations/*/pyproject.toml)
 $(STAMP): pyproject.toml $(INTEGRATIONS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# The CPU build of torch 2.13.0 first, so that no other package pulls a multi-GB CUDA build.
+	# torch 2.13.0 first (a local CPU wheel where pip is set up with one), so that no other
+	# package pulls a different, multi-GB torch build.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[all,dev]" $(addprefix -e ,$(dir $(INTEGRATIONS)))
 	touch $(STAMP)
