@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 import logging
 import os
@@ -182,7 +183,7 @@ def percentile_ms(values: list[float], q: float) -> float:
 
 # ----------------------------------------------------------------------------- colbert-ai baseline
 
-COLBERT_WORKER = """import json, os, sys, time
+COLBERT_WORKER = """import json, os, shutil, sys, time
 import numpy as np
 import torch
 
@@ -208,22 +209,32 @@ def main(data_dir, out_path):
 
     results = {}
     for nbits in settings["nbits"]:
-        index_path = os.path.join(data_dir, f"colbert-nbits{nbits}")
-        os.makedirs(index_path, exist_ok=True)
+        cache = settings.get("cache_dir")
+        index_path = os.path.join(cache, f"nbits{nbits}") if cache else os.path.join(data_dir, f"colbert-nbits{nbits}")
+        record_path = os.path.join(index_path, "bench-build.json")
         config = ColBERTConfig(nbits=nbits, dim=tokens.shape[1], index_path=index_path, kmeans_niters=4, rank=0, nranks=1, doc_maxlen=int(doclens.max()) + 1)
-        started = time.perf_counter()
-        indexer = CollectionIndexer.__new__(CollectionIndexer)
-        indexer.verbose, indexer.config, indexer.rank, indexer.nranks, indexer.use_gpu = 0, config, 0, 1, False
-        indexer.collection = Collection(data=[str(i) for i in range(len(doclens))])
-        indexer.encoder = LookupEncoder()
-        indexer.saver = IndexSaver(config)
-        indexer.run([[None]])
-        build_seconds = time.perf_counter() - started
-        size = sum(os.path.getsize(os.path.join(index_path, f)) for f in os.listdir(index_path))
+        if os.path.exists(record_path):
+            # Built by an earlier run on identical embeddings (the cache directory is keyed by their hash).
+            record = json.load(open(record_path))
+        else:
+            shutil.rmtree(index_path, ignore_errors=True)
+            os.makedirs(index_path)
+            started = time.perf_counter()
+            indexer = CollectionIndexer.__new__(CollectionIndexer)
+            indexer.verbose, indexer.config, indexer.rank, indexer.nranks, indexer.use_gpu = 0, config, 0, 1, False
+            indexer.collection = Collection(data=[str(i) for i in range(len(doclens))])
+            indexer.encoder = LookupEncoder()
+            indexer.saver = IndexSaver(config)
+            indexer.run([[None]])
+            build_seconds = time.perf_counter() - started
+            size = sum(os.path.getsize(os.path.join(index_path, f)) for f in os.listdir(index_path))
+            record = {"build_seconds": round(build_seconds, 2), "bytes_per_token": round(size / len(tokens), 2), "built_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            json.dump(record, open(record_path, "w"))
+            record["reused"] = False
 
         ColBERT.try_load_torch_extensions(use_gpu=False)
         scorer = IndexScorer(index_path, use_gpu=False, load_index_with_mmap=False)
-        entry = {"build_seconds": round(build_seconds, 2), "bytes_per_token": round(size / len(tokens), 2)}
+        entry = {"build_seconds": record["build_seconds"], "bytes_per_token": record["bytes_per_token"], "built_at": record["built_at"], "reused_index": record.get("reused", True)}
         for k, (ncells, threshold, ndocs) in ((10, (1, 0.5, 256)), (100, (2, 0.45, 1024))):
             config.configure(ncells=ncells, centroid_score_threshold=threshold, ndocs=ndocs)
             started = time.perf_counter()
@@ -246,8 +257,24 @@ if __name__ == "__main__":
 """
 
 
-def run_colbert(colbert_python: str, name: str, tokens: np.ndarray, doclens: np.ndarray, queries: np.ndarray, truth: np.ndarray, nbits_list: list[int], work_dir: Path, timeout: float) -> dict[str, dict]:
-    """Index and search the workload with colbert-ai in a subprocess; return its rows (empty on failure, logged)."""
+def run_colbert(
+    colbert_python: str,
+    name: str,
+    tokens: np.ndarray,
+    doclens: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    nbits_list: list[int],
+    work_dir: Path,
+    timeout: float,
+    cache_dir: Path | None = None,
+) -> dict[str, dict]:
+    """Index and search the workload with colbert-ai in a subprocess; return its rows (empty on failure, logged).
+
+    With ``cache_dir``, colbert-ai's indexes are kept in ``cache_dir/<name>-<hash of the embeddings>/``
+    and a later run on identical embeddings searches them instead of building again; its rows then
+    carry the build seconds recorded when the index was built, with ``reused_index`` true.
+    """
     data_dir = work_dir / f"colbert-{name}"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
@@ -255,7 +282,13 @@ def run_colbert(colbert_python: str, name: str, tokens: np.ndarray, doclens: np.
     np.save(data_dir / "tokens.npy", tokens)
     np.save(data_dir / "doclens.npy", doclens)
     np.save(data_dir / "queries.npy", queries)
-    (data_dir / "settings.json").write_text(json.dumps({"nbits": nbits_list}))
+    settings: dict[str, object] = {"nbits": nbits_list}
+    if cache_dir is not None:
+        digest = hashlib.sha256()
+        digest.update(np.ascontiguousarray(doclens).tobytes())
+        digest.update(np.ascontiguousarray(tokens).tobytes())
+        settings["cache_dir"] = str((cache_dir / f"{name}-{digest.hexdigest()[:16]}").resolve())
+    (data_dir / "settings.json").write_text(json.dumps(settings))
     (data_dir / "worker.py").write_text(COLBERT_WORKER)
     out_path = data_dir / "out.json"
 
@@ -281,6 +314,8 @@ def run_colbert(colbert_python: str, name: str, tokens: np.ndarray, doclens: np.
             "num_tokens": len(tokens),
             "num_queries": len(queries),
             "build_seconds": entry["build_seconds"],
+            "built_at": entry["built_at"],
+            "reused_index": entry["reused_index"],
             "bytes_per_token": entry["bytes_per_token"],
             "first_search_seconds": entry["first_search_seconds"],
             "p50_ms": entry["p50_ms_k10"],
@@ -306,6 +341,8 @@ def run_workload(
     work_dir: Path,
     colbert_python: str | None = None,
     colbert_timeout: float = 1800,
+    colbert_nbits: list[int] | None = None,
+    colbert_cache: Path | None = None,
 ) -> dict[str, dict]:
     ids = np.array([f"doc{i}" for i in range(len(doclens))])
     logger.info("%s: %d documents, %d tokens, %d queries", name, len(doclens), len(tokens), len(queries))
@@ -381,7 +418,7 @@ def run_workload(
         index.close()
         shutil.rmtree(path, ignore_errors=True)
     if colbert_python:
-        results.update(run_colbert(colbert_python, name, tokens, doclens, queries, truth, nbits_list, work_dir, colbert_timeout))
+        results.update(run_colbert(colbert_python, name, tokens, doclens, queries, truth, colbert_nbits or nbits_list, work_dir, colbert_timeout, colbert_cache))
     return results
 
 
@@ -433,6 +470,12 @@ def main(argv: list[str] | None = None) -> int:
         help="workloads the colbert-ai baseline runs on (default: synthetic-10k,minilm-docstrings; its build at 100k takes far longer)",
     )
     parser.add_argument("--colbert-timeout", type=float, default=1800, help="seconds allowed per colbert-ai workload (default 1800)")
+    parser.add_argument("--colbert-nbits", help="comma-separated nbits values of the colbert-ai baseline (default: those of --nbits)")
+    parser.add_argument(
+        "--colbert-cache",
+        type=Path,
+        help="keep colbert-ai's indexes here and search them again in later runs on identical embeddings (build seconds are then those recorded at build time)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     nbits_list = [int(value) for value in args.nbits.split(",")]
@@ -449,7 +492,11 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="index-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
-    options = {"colbert_timeout": args.colbert_timeout}
+    options = {
+        "colbert_timeout": args.colbert_timeout,
+        "colbert_nbits": [int(value) for value in args.colbert_nbits.split(",")] if args.colbert_nbits else None,
+        "colbert_cache": args.colbert_cache,
+    }
     results.update(run_workload("synthetic-10k", *clustered_workload(10_000, args.queries), nbits_list, work_dir, colbert_for("synthetic-10k"), **options))
     if not args.quick:
         results.update(run_workload("minilm-docstrings", *minilm_workload(args.real_docs, args.queries), nbits_list, work_dir, colbert_for("minilm-docstrings"), **options))

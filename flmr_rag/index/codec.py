@@ -91,6 +91,7 @@ class ResidualCodec:
     _decode_table: np.ndarray = field(init=False, repr=False)
     _centroids_torch: torch.Tensor = field(init=False, repr=False)
     _centroid_bias: torch.Tensor = field(init=False, repr=False)
+    _centroids_bfloat16: torch.Tensor | None = field(init=False, repr=False, default=None)
     _assign_index: faiss.Index | None = field(init=False, repr=False, default=None)
     _assign_lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
@@ -123,6 +124,13 @@ class ResidualCodec:
     def centroids_torch(self) -> torch.Tensor:
         """``[K, dim]`` float32 torch view of the centroids (shares memory; do not modify)."""
         return self._centroids_torch
+
+    @property
+    def centroids_bfloat16(self) -> torch.Tensor:
+        """``[K, dim]`` bfloat16 copy of the centroids, made on first use (do not modify)."""
+        if self._centroids_bfloat16 is None:
+            self._centroids_bfloat16 = self._centroids_torch.bfloat16()
+        return self._centroids_bfloat16
 
     @classmethod
     def fit(cls, centroids: np.ndarray, heldout: np.ndarray, nbits: int, normalize: bool, seed: int = 0) -> ResidualCodec:

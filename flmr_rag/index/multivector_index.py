@@ -329,7 +329,7 @@ class MultiVectorIndex:
 
         results: SearchResults = [([], np.zeros(0, dtype=np.float32)) for _ in query_list]
         active = [position for position, query in enumerate(query_list) if query.shape[0] > 0]
-        if not active or snapshot.codec is None or not snapshot.live_mask().any():
+        if not active or snapshot.codec is None or len(snapshot.live_rows) == 0:
             return results
 
         use_exact = exact if exact is not None else snapshot.num_live_tokens <= EXACT_SEARCH_MAX_TOKENS

@@ -14,11 +14,13 @@ A segment is written once, fsynced, and listed by a manifest; it is never modifi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from flmr_rag.index.errors import IndexCorruptedError
 from flmr_rag.index.manifest import file_record, fsync_file
@@ -146,6 +148,9 @@ class Segment:
         originals: ``[T, dim]`` memory-mapped float16 tokens, or None when not kept.
         doclens: ``[N]`` int64 token counts (in memory).
         ids: the N document ids.
+        originals_tensor: a torch view of ``originals`` sharing its memory map (read-only by
+            contract: nothing may write to it), or None. ``index_select`` on it gathers rows
+            several times faster than numpy's fancy indexing of the memory map.
     """
 
     name: str
@@ -154,6 +159,10 @@ class Segment:
     originals: np.ndarray | None
     doclens: np.ndarray
     ids: list[str]
+    originals_tensor: torch.Tensor | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "originals_tensor", None if self.originals is None else _shared_tensor(self.originals))
 
     @property
     def num_documents(self) -> int:
@@ -190,6 +199,14 @@ class Segment:
             raise IndexCorruptedError(directory / DOCLENS_FILE, f"document lengths sum to {int(doclens.sum())}, expected {num_tokens} tokens")
         ids = decode_ids(blob, num_documents, directory / IDS_FILE)
         return cls(entry["dir"], codes, residuals, originals, doclens, ids)
+
+
+def _shared_tensor(array: np.ndarray) -> torch.Tensor:
+    """Return a tensor sharing ``array``'s memory, also when the array is a read-only memory map."""
+    with warnings.catch_warnings():
+        # torch warns that it cannot protect read-only memory; the segment never writes to it.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def _expect_shape(path: Path, array: np.ndarray, shape: tuple[int, ...]) -> None:

@@ -101,9 +101,14 @@ class IndexSnapshot:
     def _live_mask(self) -> np.ndarray:
         return ~self.deleted & (self.doclens > 0)
 
-    @property
+    @cached_property
+    def live_rows(self) -> np.ndarray:
+        """Ascending rows of the documents in :meth:`live_mask` (cached; do not modify)."""
+        return np.flatnonzero(self.live_mask())
+
+    @cached_property
     def num_live_tokens(self) -> int:
-        """Tokens of live documents."""
+        """Tokens of live documents (cached)."""
         return int(self.doclens[~self.deleted].sum())
 
     @classmethod
@@ -172,6 +177,23 @@ class IndexSnapshot:
             raise IndexCorruptedError(directory, f"a token code exceeds the {codec.num_centroids} centroids")
         return cls(directory, manifest, codec, ivf, segments, doclens, doc_offsets, codes, deleted, ids, row_of_id, segment_token_starts)
 
+    @cached_property
+    def doc_centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return every document's distinct centroids in CSR form: ``(offsets [N + 1] int64, centroids [nnz] int32)``.
+
+        Row ``r`` has the ascending centroids ``centroids[offsets[r]:offsets[r + 1]]``: the transpose
+        of the inverted lists, computed on first use by one stable sort of their entries and cached.
+        Centroid interaction reads these instead of per-token codes, which gives the same scores
+        (a maximum ignores repeats) from fewer rows. Requires a codec.
+        """
+        assert self.ivf is not None
+        docs = self.ivf.docs
+        order = np.argsort(docs, kind="stable")
+        list_of_entry = np.repeat(np.arange(self.ivf.num_centroids, dtype=np.int32), np.diff(self.ivf.offsets))
+        offsets = np.zeros(self.num_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(docs, minlength=self.num_rows), out=offsets[1:])
+        return offsets, list_of_entry[order]
+
     def token_rows(self, doc_rows: np.ndarray) -> np.ndarray:
         """Return the global token rows of ``doc_rows``, document after document."""
         return ragged_ranges(self.doc_offsets[doc_rows], self.doclens[doc_rows])
@@ -182,14 +204,14 @@ class IndexSnapshot:
         if exact:
             if segment.originals is None:
                 raise ValueError(f"segment {segment.name} keeps no float16 originals, so exact scoring is unavailable")
-            return torch.from_numpy(np.asarray(segment.originals[first:last], dtype=np.float32))
+            return _float32(segment.originals[first:last])
         assert self.codec is not None
         return self.codec.decompress(segment.codes[first:last], segment.residuals[first:last])
 
     def gather_tokens(self, token_rows: np.ndarray, exact: bool) -> torch.Tensor:
         """Return ``[len(token_rows), dim]`` float32 tokens: originals when ``exact``, else decompressed.
 
-        ``token_rows`` must be sorted by segment (ascending global rows are).
+        ``token_rows`` must be sorted by segment (ascending global rows are) and int64.
         """
         parts = []
         bounds = np.searchsorted(token_rows, self.segment_token_starts)
@@ -201,13 +223,22 @@ class IndexSnapshot:
             if exact:
                 if segment.originals is None:
                     raise ValueError(f"segment {segment.name} keeps no float16 originals, so exact scoring is unavailable")
-                parts.append(torch.from_numpy(np.asarray(segment.originals[local], dtype=np.float32)))
+                assert segment.originals_tensor is not None
+                parts.append(segment.originals_tensor.index_select(0, torch.from_numpy(local)).float())
             else:
                 assert self.codec is not None
                 parts.append(self.codec.decompress(segment.codes[local], segment.residuals[local]))
         if not parts:
             return torch.zeros(0, self.dim, dtype=torch.float32)
         return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+def _float32(halves: np.ndarray) -> torch.Tensor:
+    """Return float16 rows as a float32 tensor; torch converts several times faster than numpy's ``astype``."""
+    if not halves.flags.writeable or not halves.flags.c_contiguous:
+        # torch warns when it wraps read-only memory, so slices of a memory map are copied (cheap for float16).
+        halves = np.array(halves, order="C")
+    return torch.from_numpy(halves).float()
 
 
 def _load_codec(directory: Path, manifest: dict[str, Any]) -> ResidualCodec | None:
