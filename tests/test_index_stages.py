@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flmr_rag.index import MultiVectorIndex, search
-from flmr_rag.index.search import _centroid_interaction, _probed_cells, summed_maxima
+from flmr_rag.index.search import _centroid_interaction, _probed_cells, _size_batches, summed_maxima
 
 
 def naive_summed_maxima(table: np.ndarray, rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -25,12 +25,13 @@ def naive_summed_maxima(table: np.ndarray, rows: np.ndarray, counts: np.ndarray)
         np.array([1, 1, 1, 40, 2]),  # one long group
         np.array([3]),
         np.random.default_rng(5).integers(1, 30, 1300),  # several gathers of 512 groups
+        np.random.default_rng(6).integers(1, 200, 300),  # batches split by size
     ],
-    ids=["similar-sizes", "one-long-group", "single", "many-groups"],
+    ids=["similar-sizes", "one-long-group", "single", "many-groups", "spread-sizes"],
 )
 def test_summed_maxima_equals_per_group_loop(counts: np.ndarray) -> None:
     rng = np.random.default_rng(int(counts.sum()))
-    table = rng.standard_normal((500, 6)).astype(np.float32) - 2.0  # negative maxima must survive
+    table = rng.standard_normal((5000, 6)).astype(np.float32) - 2.0  # negative maxima must survive
     rows = rng.integers(0, len(table), int(counts.sum()))
 
     found = summed_maxima(torch.from_numpy(table), rows, counts)
@@ -133,3 +134,14 @@ def test_bfloat16_centroid_scores_give_the_same_results(tmp_path: Path, monkeypa
     for (ids, scores), (reference_ids, reference) in zip(found, expected):
         shared = set(ids) & set(reference_ids)
         np.testing.assert_allclose([scores[ids.index(i)] for i in shared], [reference[reference_ids.index(i)] for i in shared], rtol=1e-6)
+
+
+def test_size_batches_bound_padding() -> None:
+    sizes = np.sort(np.random.default_rng(7).integers(1, 300, 1000))
+
+    batches = _size_batches(np.arange(len(sizes)), sizes)
+
+    assert np.concatenate(batches).tolist() == list(range(len(sizes)))
+    for batch in batches:
+        assert len(batch) <= 512
+        assert len(batch) * sizes[batch].max() <= 2 * sizes[batch].sum()

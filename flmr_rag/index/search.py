@@ -278,10 +278,11 @@ def summed_maxima(table: torch.Tensor, rows: np.ndarray, counts: np.ndarray) -> 
     Returns:
         ``[G]`` float32: the late-interaction score of each group.
 
-    Groups are taken in order of size, ``_GROUPS_PER_GATHER`` at a time. Each batch is padded to
-    its largest group by repeating a group's last row, which leaves a maximum unchanged. One
-    ``index_select`` gathers the batch and ``amax`` reduces it: on CPU this was several times
-    faster than a segmented reduction, and sorting by size keeps the padding small.
+    Groups are taken in order of size, at most ``_GROUPS_PER_GATHER`` at a time. Each batch is
+    padded to its largest group by repeating a group's last row, which leaves a maximum unchanged.
+    One ``index_select`` gathers the batch and ``amax`` reduces it: on CPU this was several times
+    faster than a segmented reduction. A batch whose padding would more than double its rows is
+    split where the group size crosses a power of two.
     """
     if len(counts) == 0:
         return np.zeros(0, dtype=np.float32)
@@ -291,14 +292,26 @@ def summed_maxima(table: torch.Tensor, rows: np.ndarray, counts: np.ndarray) -> 
     np.cumsum(counts[:-1], out=starts[1:])
     order = np.argsort(counts, kind="stable")
     result = np.empty(len(counts), dtype=np.float32)
-    for first in range(0, len(order), _GROUPS_PER_GATHER):
-        groups = order[first : first + _GROUPS_PER_GATHER]
+    for groups in _size_batches(order, counts[order]):
         sizes = counts[groups]
         longest = int(sizes[-1])
         padded = starts[groups, None] + np.minimum(np.arange(longest), sizes[:, None] - 1)
         gathered = table.index_select(0, torch.from_numpy(rows[padded.reshape(-1)]))
         result[groups] = gathered.view(len(groups), longest, -1).amax(dim=1).sum(dim=1).numpy()
     return result
+
+
+def _size_batches(order: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
+    """Split groups sorted by ascending ``sizes`` into batches of at most ``_GROUPS_PER_GATHER`` with bounded padding."""
+    batches = []
+    for first in range(0, len(order), _GROUPS_PER_GATHER):
+        chunk, chunk_sizes = order[first : first + _GROUPS_PER_GATHER], sizes[first : first + _GROUPS_PER_GATHER]
+        if len(chunk) * int(chunk_sizes[-1]) <= 2 * int(chunk_sizes.sum()):
+            batches.append(chunk)
+            continue
+        powers = 1 << np.arange(1, int(chunk_sizes[-1]).bit_length())
+        batches.extend(part for part in np.split(chunk, np.searchsorted(chunk_sizes, powers)) if len(part))
+    return batches
 
 
 def segment_maxima(similarity: torch.Tensor | np.ndarray, lengths: np.ndarray, axis: int = 1) -> np.ndarray:
