@@ -27,7 +27,7 @@ built.
 
 Usage:
     python benchmarks/index_bench.py [--quick] [--json PATH] [--queries N] [--real-docs N]
-        [--colbert-python PATH] [--colbert-workloads NAMES] [--colbert-nbits N,..] [--colbert-cache DIR]
+        [--colbert-python PATH] [--colbert-workloads NAME[:N+N],..] [--colbert-cache DIR]
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ logger = logging.getLogger("index_bench")
 DIM = 128
 QUERY_TOKENS = 32
 CACHE_DIR = Path(__file__).resolve().parent / "out"
+WORKLOADS = ("synthetic-10k", "minilm-docstrings", "synthetic-100k")
 
 
 # ----------------------------------------------------------------------------- workloads
@@ -459,6 +460,20 @@ def colbert_table(results: dict[str, dict]) -> str:
     ) + "\n"
 
 
+def parse_colbert_workloads(text: str, default_nbits: list[int]) -> dict[str, list[int]]:
+    """Parse ``name[:N+N],...`` into the nbits values per workload; a name without a colon gets ``default_nbits``."""
+    workloads = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, _, nbits = entry.partition(":")
+        if name not in WORKLOADS:
+            raise SystemExit(f"--colbert-workloads: unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
+        try:
+            workloads[name] = [int(value) for value in nbits.split("+")] if nbits else default_nbits
+        except ValueError:
+            raise SystemExit(f"--colbert-workloads: invalid nbits {nbits!r} for {name}; write them as 2 or 2+4") from None
+    return workloads
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="run only the 10k synthetic workload with 50 queries (about 3 minutes)")
@@ -472,10 +487,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--colbert-workloads",
         default="synthetic-10k,minilm-docstrings",
-        help="workloads the colbert-ai baseline runs on (default: synthetic-10k,minilm-docstrings; its build at 100k takes far longer)",
+        help=(
+            "workloads the colbert-ai baseline runs on, each optionally with its nbits values after a colon, "
+            "for example synthetic-100k:2 or synthetic-10k:2+4 (default: synthetic-10k,minilm-docstrings with the nbits of --nbits; "
+            "its build at 100k takes far longer)"
+        ),
     )
     parser.add_argument("--colbert-timeout", type=float, default=1800, help="seconds allowed per colbert-ai workload (default 1800)")
-    parser.add_argument("--colbert-nbits", help="comma-separated nbits values of the colbert-ai baseline (default: those of --nbits)")
     parser.add_argument(
         "--colbert-cache",
         type=Path,
@@ -489,23 +507,24 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.colbert_python is None:
         print("colbert-ai baseline skipped: pass --colbert-python PATH (a separate virtual environment with colbert-ai 0.2.22 and faiss-cpu)")
-    colbert_workloads = set(args.colbert_workloads.split(","))
+    colbert_workloads = parse_colbert_workloads(args.colbert_workloads, nbits_list)
 
-    def colbert_for(name: str) -> str | None:
-        return args.colbert_python if name in colbert_workloads else None
+    def colbert_for(name: str) -> dict:
+        if args.colbert_python is None or name not in colbert_workloads:
+            return {}
+        return {"colbert_python": args.colbert_python, "colbert_nbits": colbert_workloads[name]}
 
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="index-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     options = {
         "colbert_timeout": args.colbert_timeout,
-        "colbert_nbits": [int(value) for value in args.colbert_nbits.split(",")] if args.colbert_nbits else None,
         "colbert_cache": args.colbert_cache,
     }
-    results.update(run_workload("synthetic-10k", *clustered_workload(10_000, args.queries), nbits_list, work_dir, colbert_for("synthetic-10k"), **options))
+    results.update(run_workload("synthetic-10k", *clustered_workload(10_000, args.queries), nbits_list, work_dir, **colbert_for("synthetic-10k"), **options))
     if not args.quick:
-        results.update(run_workload("minilm-docstrings", *minilm_workload(args.real_docs, args.queries), nbits_list, work_dir, colbert_for("minilm-docstrings"), **options))
-        results.update(run_workload("synthetic-100k", *clustered_workload(100_000, args.queries_100k, seed=1), nbits_list, work_dir, colbert_for("synthetic-100k"), **options))
+        results.update(run_workload("minilm-docstrings", *minilm_workload(args.real_docs, args.queries), nbits_list, work_dir, **colbert_for("minilm-docstrings"), **options))
+        results.update(run_workload("synthetic-100k", *clustered_workload(100_000, args.queries_100k, seed=1), nbits_list, work_dir, **colbert_for("synthetic-100k"), **options))
 
     print(markdown_table(results))
     print(colbert_table(results))
