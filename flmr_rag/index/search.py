@@ -188,8 +188,8 @@ def plaid_search(
     # Stage 4: exact late interaction on the survivors.
     candidates = np.sort(candidates)
     lengths = snapshot.doclens[candidates]
-    tokens = snapshot.gather_tokens(snapshot.token_rows(candidates), exact=rerank)
-    scores = summed_maxima(tokens @ query.T, np.arange(len(tokens)), lengths)
+    similarities = snapshot.similarities(snapshot.token_rows(candidates), query, exact=rerank)
+    scores = summed_maxima(similarities, None, lengths)
     return top_k(candidates, torch.from_numpy(scores), k)
 
 
@@ -267,12 +267,13 @@ def _centroid_interaction(snapshot: IndexSnapshot, doc_rows: np.ndarray, centroi
     return scores
 
 
-def summed_maxima(table: torch.Tensor, rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def summed_maxima(table: torch.Tensor, rows: np.ndarray | None, counts: np.ndarray) -> np.ndarray:
     """Return, per group, the sum over ``table``'s columns of the maximum over the group's rows.
 
     Args:
         table: ``[R, Lq]`` float32 (token-by-query similarities, or centroid scores).
-        rows: ``[sum(counts)]`` row indices into ``table``, grouped: group ``i`` owns the next ``counts[i]``.
+        rows: ``[sum(counts)]`` row indices into ``table``, grouped: group ``i`` owns the next
+            ``counts[i]``. None means ``arange(R)``: the groups are consecutive rows of ``table``.
         counts: ``[G]`` group sizes, all positive.
 
     Returns:
@@ -286,7 +287,6 @@ def summed_maxima(table: torch.Tensor, rows: np.ndarray, counts: np.ndarray) -> 
     """
     if len(counts) == 0:
         return np.zeros(0, dtype=np.float32)
-    rows = np.asarray(rows, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
     starts = np.zeros(len(counts), dtype=np.int64)
     np.cumsum(counts[:-1], out=starts[1:])
@@ -296,7 +296,8 @@ def summed_maxima(table: torch.Tensor, rows: np.ndarray, counts: np.ndarray) -> 
         sizes = counts[groups]
         longest = int(sizes[-1])
         padded = starts[groups, None] + np.minimum(np.arange(longest), sizes[:, None] - 1)
-        gathered = table.index_select(0, torch.from_numpy(rows[padded.reshape(-1)]))
+        padded = padded.reshape(-1) if rows is None else np.asarray(rows, dtype=np.int64)[padded.reshape(-1)]
+        gathered = table.index_select(0, torch.from_numpy(padded))
         result[groups] = gathered.view(len(groups), longest, -1).amax(dim=1).sum(dim=1).numpy()
     return result
 
