@@ -145,3 +145,21 @@ def test_size_batches_bound_padding() -> None:
     for batch in batches:
         assert len(batch) <= 512
         assert len(batch) * sizes[batch].max() <= 2 * sizes[batch].sum()
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_chunked_similarities_equal_one_product(tmp_path: Path, exact: bool) -> None:
+    index = MultiVectorIndex.create(tmp_path / "index", dim=16, nbits=4)
+    first, first_lens = documents(8, 300)
+    second, second_lens = documents(9, 200)
+    index.add(first, first_lens, [f"a{i}" for i in range(300)])
+    index.add(second, second_lens, [f"b{i}" for i in range(200)])
+    snapshot = index._current()
+    token_rows = np.sort(np.random.default_rng(10).choice(snapshot.doc_offsets[-1], 5000, replace=False))
+    assert token_rows[0] < snapshot.segment_token_starts[1] < token_rows[-1]
+    queries = torch.from_numpy(np.random.default_rng(11).standard_normal((7, 16)).astype(np.float32))
+
+    found = snapshot.similarities(token_rows, queries, exact=exact)
+
+    expected = snapshot.gather_tokens(token_rows, exact=exact) @ queries.T
+    np.testing.assert_allclose(found.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
