@@ -62,7 +62,7 @@ DIM = 128
 QUERY_TOKENS = 32
 CACHE_DIR = Path(__file__).resolve().parent / "out"
 WORKLOADS = ("synthetic-10k", "minilm-docstrings", "synthetic-100k")
-# colbert-ai's k=10 search preset; its final pool is ndocs // 4.
+# colbert-ai's k=10 search preset. Its final pool is ndocs // 4, so pool is 64.
 COLBERT_K10_PRESET = {"ncells": 1, "centroid_score_threshold": 0.5, "ndocs": 256, "pool": 64}
 
 
@@ -279,9 +279,9 @@ def run_colbert(
 ) -> dict[str, dict]:
     """Index and search the workload with colbert-ai in a subprocess; return its rows (empty on failure, logged).
 
-    With ``cache_dir``, colbert-ai's indexes are kept in ``cache_dir/<name>-<hash of the embeddings>/``
-    and a later run on identical embeddings searches them instead of building again; its rows then
-    carry the build seconds recorded when the index was built, with ``reused_index`` true.
+    With ``cache_dir``, colbert-ai's indexes are kept in ``cache_dir/<name>-<hash of the embeddings>/``.
+    A later run on identical embeddings searches them instead of building again. Its rows then
+    carry the build seconds recorded when the index was built, and ``reused_index`` is true.
     """
     data_dir = work_dir / f"colbert-{name}"
     shutil.rmtree(data_dir, ignore_errors=True)

@@ -50,7 +50,7 @@ def documents(seed: int, count: int, dim: int = 16) -> tuple[np.ndarray, np.ndar
     return tokens, doclens
 
 
-def test_doc_centroids_are_each_documents_distinct_codes(tmp_path: Path) -> None:
+def test_doc_centroids_are_distinct_codes(tmp_path: Path) -> None:
     index = MultiVectorIndex.create(tmp_path / "index", dim=16, nbits=2)
     first, first_lens = documents(1, 80)
     second, second_lens = documents(2, 50)
@@ -69,7 +69,7 @@ def test_doc_centroids_are_each_documents_distinct_codes(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("pruned", [False, True])
-def test_centroid_interaction_equals_token_level_scores(tmp_path: Path, pruned: bool) -> None:
+def test_centroid_interaction_equals_token_scores(tmp_path: Path, pruned: bool) -> None:
     tokens, doclens = documents(3, 120)
     index = MultiVectorIndex.create(tmp_path / "index", dim=16, nbits=2)
     index.add(tokens, doclens, [f"d{i}" for i in range(120)])
@@ -105,7 +105,7 @@ def test_probed_cells_equal_plain_topk(num_centroids: int, ncells: int) -> None:
     assert found.tolist() == expected.tolist()
 
 
-def test_bfloat16_centroid_scores_give_the_same_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bfloat16_scores_keep_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(6)
     topics = rng.standard_normal((40, 16))
     doclens = rng.integers(4, 16, 300)

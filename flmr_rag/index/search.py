@@ -197,10 +197,11 @@ def centroid_score_table(codec: ResidualCodec, query: torch.Tensor) -> torch.Ten
     """Return ``S = C @ Q.T`` as ``[K, Lq]`` float32 (rows by centroid, so a document's centroids gather contiguous rows).
 
     With at least ``BFLOAT16_MIN_CENTROIDS`` centroids on a CPU that multiplies bfloat16 in
-    hardware, the product runs in bfloat16 (3.5x faster at K = 32,768 here; S only steers the
-    approximate stages, and Recall@10 was unchanged on the benchmark workloads). Every product of
-    a search runs in torch: mixing numpy's BLAS threads with torch's OpenMP threads in one query
-    made them spin against each other and tripled the latency on 2 cores.
+    hardware, the product runs in bfloat16: 3.5x faster at K = 32,768 on a 2-core AVX-512 CPU.
+    S only steers the approximate stages, and Recall@10 was unchanged on the benchmark workloads.
+
+    Every product of a search runs in torch: mixing numpy's BLAS threads with torch's OpenMP
+    threads in one query made them spin against each other and tripled the latency on 2 cores.
     """
     if codec.num_centroids >= BFLOAT16_MIN_CENTROIDS and native_bfloat16():
         return (codec.centroids_bfloat16 @ query.bfloat16().T).float()

@@ -202,9 +202,13 @@ class Segment:
 
 
 def _shared_tensor(array: np.ndarray) -> torch.Tensor:
-    """Return a tensor sharing ``array``'s memory, also when the array is a read-only memory map."""
+    """Return a tensor sharing ``array``'s memory, also when the array is a read-only memory map.
+
+    NOTE: ``warnings.catch_warnings`` swaps the process-wide filters, so a warning raised by another
+    thread while a segment opens may be hidden.
+    """
     with warnings.catch_warnings():
-        # torch warns that it cannot protect read-only memory; the segment never writes to it.
+        # torch warns that it cannot protect read-only memory. The segment never writes to it.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(array)
 
