@@ -471,7 +471,7 @@ def colbert_table(results: dict[str, dict]) -> str:
 
 
 def parse_colbert_workloads(text: str, default_nbits: list[int]) -> dict[str, list[int]]:
-    """Parse ``name[:N+N],...`` into the nbits values per workload; a name without a colon gets ``default_nbits``."""
+    """Parse ``name[:N+N],...`` into the nbits values per workload. A name without a colon gets ``default_nbits``."""
     workloads = {}
     for entry in filter(None, (part.strip() for part in text.split(","))):
         name, _, nbits = entry.partition(":")

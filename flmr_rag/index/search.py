@@ -223,9 +223,9 @@ def _probed_cells(centroid_scores: torch.Tensor, ncells: int) -> np.ndarray:
 
     ``topk`` along the centroid axis of a ``[K, Lq]`` table is slow in torch (about 1 ms at
     K = 32,768), while ``amax`` over blocks of consecutive centroids is cheap. A query token's
-    ``ncells`` best centroids lie in its ``ncells`` blocks with the highest maxima (a block holding
-    one of them has a maximum at least that high), so ``topk`` runs on block maxima and then on
-    the centroids of the chosen blocks only. Ties may resolve differently from a plain ``topk``.
+    ``ncells`` best centroids lie in its ``ncells`` blocks with the highest maxima, because a block
+    holding one of them has a maximum at least that high. So ``topk`` runs on the block maxima,
+    then on the centroids of the chosen blocks only. Ties may resolve differently from a plain ``topk``.
     """
     num_centroids, num_tokens = centroid_scores.shape
     if ncells >= num_centroids:

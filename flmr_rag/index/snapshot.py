@@ -213,7 +213,7 @@ class IndexSnapshot:
     def similarities(self, token_rows: np.ndarray, queries: torch.Tensor, exact: bool) -> torch.Tensor:
         """Return ``[len(token_rows), Lq]`` float32 dot products of the tokens at ``token_rows`` with ``queries`` ``[Lq, dim]``.
 
-        Tokens are the originals when ``exact``, else decompressed; ``token_rows`` must be int64
+        Tokens are the originals when ``exact``, else decompressed. ``token_rows`` must be int64
         and sorted by segment (ascending global rows are). Originals are gathered and converted
         ``SIMILARITY_CHUNK_TOKENS`` at a time into per-thread buffers, so each float32 chunk is
         multiplied while it is still in the CPU cache and no large temporary is allocated. For a
